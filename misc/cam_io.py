@@ -1,0 +1,71 @@
+"""The one CAM file format: `result/<folder>/<id>.npz` holding `keys` (int16, 0-based
+foreground class indices), `cam` (K x ceil(H/4) x ceil(W/4), float16, stride 4) and
+`high_res` (K x H x W, float16). Written atomically, read with allow_pickle=False."""
+import os
+import zipfile
+
+import numpy as np
+
+from misc.errors import PipelineError
+from misc.fileio import atomic_path
+from voc12.classes import N_CLASSES
+
+
+def cam_path(cam_dir, img_id):
+    """Where the CAM file of `img_id` lives."""
+    return os.path.join(cam_dir, f"{img_id}.npz")
+
+
+def strided_size(h, w, stride=4):
+    """Size of the stride-`stride` grid covering an HxW image."""
+    return (h + stride - 1) // stride, (w + stride - 1) // stride
+
+
+def save_cam(path, keys, cam, high_res):
+    """Write one CAM file atomically (a killed run never leaves a truncated .npz)."""
+    keys = np.asarray(keys, np.int16)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
+            np.savez_compressed(f, keys=keys, cam=np.asarray(cam, np.float16),
+                                high_res=np.asarray(high_res, np.float16))
+
+
+def load_cam(path, labels=None):
+    """Read and validate one CAM file; returns dict(keys, cam, high_res) with float32 maps.
+
+    `labels`, when given, are the image's 0-based foreground classes: the file's keys
+    must equal them. Every problem raises PipelineError naming the file and the fix.
+    """
+    if not os.path.exists(path):
+        raise PipelineError(f"{path}: CAM file missing; run the step that makes this folder first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise PipelineError(f"{path}: holds pickled Python objects, which this pipeline never "
+                                f"loads; convert other projects' CAMs with the import_cams step "
+                                f"(--trust_pickle) if you trust their source") from e
+        raise PipelineError(f"{path}: not a CAM .npz file ({e}); delete it and rerun the step") from e
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise PipelineError(f"{path}: unreadable or truncated CAM file ({e}); "
+                            f"delete it and rerun the step") from e
+    missing = {"keys", "cam", "high_res"} - set(d)
+    if missing:
+        raise PipelineError(f"{path}: CAM file lacks {sorted(missing)}; delete it and rerun the step")
+    keys = d["keys"].astype(np.int64).ravel()
+    cam, high = d["cam"].astype(np.float32), d["high_res"].astype(np.float32)
+    if cam.ndim != 3 or high.ndim != 3 or len(cam) != len(keys) or len(high) != len(keys):
+        raise PipelineError(f"{path}: CAM shapes {cam.shape}/{high.shape} do not match "
+                            f"{len(keys)} keys; delete it and rerun the step")
+    if keys.size and (keys.min() < 0 or keys.max() >= N_CLASSES):
+        raise PipelineError(f"{path}: keys {keys.tolist()} outside 0..{N_CLASSES - 1} "
+                            f"(keys are 0-based foreground classes)")
+    if not (np.isfinite(cam).all() and np.isfinite(high).all()):
+        raise PipelineError(f"{path}: CAM holds NaN or Inf; delete it and rerun the step "
+                            f"that wrote it (check that training did not diverge)")
+    if labels is not None and sorted(keys.tolist()) != sorted(np.asarray(labels).tolist()):
+        raise PipelineError(f"{path}: keys {keys.tolist()} differ from the image's labels "
+                            f"{sorted(np.asarray(labels).tolist())}; the CAMs come from another "
+                            f"dataset or list: remake them")
+    return {"keys": keys, "cam": cam, "high_res": high}

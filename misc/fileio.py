@@ -1,0 +1,37 @@
+"""Atomic file writes: every output goes to a temporary name and is renamed into place."""
+import contextlib
+import errno
+import os
+
+from misc.errors import PipelineError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; rename it onto `path` only on success.
+
+    A crash, a full disk or an exception leaves `path` as it was (absent or old)
+    and removes the partial temporary file.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    root, ext = os.path.splitext(path)
+    # keep the extension last: libraries such as PIL pick the format from it
+    tmp = f"{root}.{os.getpid()}.tmp{ext}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.errno == errno.ENOSPC:
+            raise PipelineError(f"{path}: no space left on device; free disk space and rerun "
+                                f"(finished files are kept, the step resumes)") from e
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p):
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(p)

@@ -1,0 +1,115 @@
+"""The one image reader and label-PNG reader/writer of the project, plus array transforms."""
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from misc.errors import PipelineError
+from misc.fileio import atomic_path
+
+
+def _open(path, what):
+    try:
+        im = Image.open(path)
+        im.load()  # decode now so a truncated file fails here, not later
+        return im
+    except FileNotFoundError as e:
+        raise PipelineError(f"{path}: {what} not found; check --voc12_root and the list file") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise PipelineError(f"{path}: cannot decode {what} ({e}); replace the file "
+                            f"or remove its id from the list") from e
+
+
+def read_image(path):
+    """Read any JPEG/PNG (grayscale, CMYK, palette included) as an HxWx3 uint8 RGB array."""
+    return np.asarray(_open(path, "image").convert("RGB"))
+
+
+def image_size(path):
+    """(height, width) of an image file without decoding its pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError as e:
+        raise PipelineError(f"{path}: image not found; check --voc12_root and the list file") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise PipelineError(f"{path}: cannot read image header ({e}); replace the file") from e
+
+
+def read_label(path):
+    """Read a label PNG (palette or single-channel) as an HxW uint8 array of class ids."""
+    im = _open(path, "label PNG")
+    if im.mode not in ("P", "L"):
+        raise PipelineError(f"{path}: label PNG has mode {im.mode}; expected a palette (P) or "
+                            f"single-channel (L) PNG of class ids")
+    return np.asarray(im)
+
+
+def voc_palette(n=256):
+    """The VOC colour map: bits of the label id spread over R, G, B from the high bit down."""
+    pal = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def save_label_png(path, label, palette=True):
+    """Write an HxW uint8 label map atomically, as a VOC palette PNG or a single-channel PNG."""
+    im = Image.fromarray(np.asarray(label, np.uint8), mode="L")
+    if palette:
+        im = im.convert("P")
+        im.putpalette(voc_palette().flatten().tolist())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def save_jpeg(path, img, quality=90):
+    """Write an HxWx3 uint8 RGB array as a JPEG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="JPEG", quality=quality)
+
+
+# ---- transforms on HxWxC arrays (cv2 for speed; bilinear like the reference)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def normalize(img):
+    """uint8 RGB -> float32, ImageNet mean/std."""
+    return (np.asarray(img, np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def hwc_to_chw(img):
+    return np.ascontiguousarray(np.transpose(img, (2, 0, 1)))
+
+
+def rescale(img, scale):
+    """Resize by a factor (bilinear), at least 1 pixel per side."""
+    if scale == 1:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def random_resize_long(img, low, high, rng):
+    """Resize so that the long side is a random integer in [low, high]."""
+    target = int(rng.integers(low, high + 1))
+    return rescale(img, target / max(img.shape[:2]))
+
+
+def random_crop(img, size, rng, pad_value=0):
+    """A size x size crop at a random place; smaller images are padded (after
+    normalisation, 0 is the mean colour)."""
+    h, w = img.shape[:2]
+    out = np.full((size, size) + img.shape[2:], pad_value, img.dtype)
+    ch, cw = min(size, h), min(size, w)
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))  # source
+    oy, ox = int(rng.integers(0, size - ch + 1)), int(rng.integers(0, size - cw + 1))  # target
+    out[oy:oy + ch, ox:ox + cw] = img[y0:y0 + ch, x0:x0 + cw]
+    return out

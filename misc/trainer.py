@@ -1,0 +1,195 @@
+"""The one training loop every trainer uses (nanoGPT-style): deterministic sharded
+batches, DDP under torchrun, bf16 autocast + channels_last on CUDA, optional
+torch.compile, progress bar, atomic checkpoints with resume, final weights with
+metadata. A trainer supplies a model, an optimiser, a dataset indexed by
+(epoch, index) and a loss function."""
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from misc.errors import PipelineError
+from misc.fileio import atomic_path
+from misc.torchutils import autocast, barrier, dist_env
+
+
+@dataclass
+class FitConfig:
+    """What the loop needs besides model, optimiser, data and loss."""
+    name: str                   # files: sess/<name>.pth (weights), sess/<name>.ckpt (state)
+    sess_dir: str
+    device: torch.device
+    max_iters: int
+    batch_size: int             # per rank; the global batch is batch_size x world size
+    seed: int = 0
+    num_workers: int = 0
+    ckpt_every: int = 0         # 0: only at the end
+    resume: bool = False
+    grad_clip: float = 0.0      # 0: off
+    compile: bool = False
+    meta: dict = field(default_factory=dict)  # identifies architecture/preset in saved files
+
+
+class BatchPlan(torch.utils.data.Sampler):
+    """Batches of (epoch, index) for iterations [start, stop): a permutation per epoch
+    seeded by (seed, epoch), cut into global batches, each split across ranks. The
+    union of the ranks' batches is the single-process batch of the same global size."""
+
+    def __init__(self, n, batch_size, seed, start, stop, rank=0, world=1):
+        self.n, self.b, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+        self.rank, self.world = rank, world
+        self.per_epoch = n // (batch_size * world)
+        if self.per_epoch == 0:
+            raise PipelineError(f"{n} training images are fewer than one global batch of "
+                                f"{batch_size * world}; lower the batch size")
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __iter__(self):
+        perm_epoch, perm = None, None
+        for it in range(self.start, self.stop):
+            epoch, b = divmod(it, self.per_epoch)
+            if epoch != perm_epoch:
+                perm_epoch, perm = epoch, np.random.default_rng((self.seed, epoch)).permutation(self.n)
+            g = perm[b * self.b * self.world:(b + 1) * self.b * self.world]
+            yield [(epoch, int(i)) for i in g[self.rank * self.b:(self.rank + 1) * self.b]]
+
+
+def iters_for(n_images, epochs, batch_size, world=1):
+    """Iterations of `epochs` passes over `n_images` with a global batch of batch_size x world."""
+    return max(1, epochs * (n_images // (batch_size * world)))
+
+
+def poly_lr(optimizer, max_iters, power=0.9):
+    """Poly decay (1 - it/max)^power, the schedule of IRN and the reference."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: (1 - min(it, max_iters) / max_iters) ** power)
+
+
+def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
+    """Train `model` for cfg.max_iters iterations; returns a summary dict.
+
+    loss_fn(model, batch) -> scalar loss, with the batch already on the device.
+    Saves sess/<name>.ckpt every cfg.ckpt_every iterations and at the end, and the
+    final weights sess/<name>.pth; with cfg.resume, continues from the checkpoint.
+    """
+    rank, world, _ = dist_env()
+    dev = cfg.device
+    ckpt_path = os.path.join(cfg.sess_dir, f"{cfg.name}.ckpt")
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    start = 0
+    if cfg.resume and os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path, cfg.meta)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        start = int(state["iter"])
+        if rank == 0:
+            print(f"[{cfg.name}] resumed from {ckpt_path} at iteration {start}/{cfg.max_iters}")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    plan = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, start, cfg.max_iters, rank, world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=plan, num_workers=cfg.num_workers,
+        pin_memory=dev.type == "cuda", persistent_workers=False)
+    t0, seen, losses = time.time(), 0, []
+    bar = tqdm(total=cfg.max_iters, initial=start, desc=cfg.name, disable=rank != 0,
+               dynamic_ncols=True)
+    net.train()
+    it = start
+    for it, batch in enumerate(loader, start):
+        batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v
+                 for k, v in batch.items()}
+        if dev.type == "cuda" and "img" in batch:
+            batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
+        with autocast(dev):
+            loss = loss_fn(net, batch)
+        if not torch.isfinite(loss):
+            raise PipelineError(f"[{cfg.name}] loss became {loss.item()} at iteration {it}; "
+                                f"lower the learning rate (the last checkpoint is kept)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seen += cfg.batch_size * world
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        done = it + 1
+        if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.max_iters:
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, done, cfg.meta)
+    bar.close()
+    _save_checkpoint(ckpt_path, model, optimizer, scheduler, cfg.max_iters, cfg.meta)
+    save_weights(os.path.join(cfg.sess_dir, f"{cfg.name}.pth"), model, cfg.meta)
+    dt = time.time() - t0
+    return {"iters": cfg.max_iters - start, "images_per_s": seen / max(dt, 1e-9),
+            "final_loss": float(np.mean(losses[-20:])) if losses else math.nan, "seconds": dt}
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, it, meta):
+    if dist_env()[0] == 0:
+        state = {"meta": meta, "iter": it, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng_cpu": torch.get_rng_state()}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    barrier()
+
+
+def save_weights(path, model, meta):
+    """Final weights with the metadata that identifies them (rank 0 writes)."""
+    if dist_env()[0] == 0:
+        with atomic_path(path) as tmp:
+            torch.save({"meta": meta, "model": model.state_dict()}, tmp)
+    barrier()
+
+
+def _load(path, what, producer):
+    if not os.path.exists(path):
+        raise PipelineError(f"{path}: {what} not found; run step {producer} first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or non-tensor files
+        raise PipelineError(f"{path}: cannot load {what} ({type(e).__name__}: {e}); "
+                            f"delete it and rerun step {producer}") from e
+
+
+def _check_meta(path, saved, expected):
+    diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+    if diff:
+        lines = ", ".join(f"{k}: file has {a!r}, this run wants {b!r}" for k, (a, b) in diff.items())
+        raise PipelineError(f"{path}: made for another configuration ({lines}); pass matching "
+                            f"flags/--preset, or delete the file and retrain")
+
+
+def load_checkpoint(path, meta):
+    state = _load(path, "checkpoint", meta.get("step", "?"))
+    _check_meta(path, state.get("meta", {}), meta)
+    return state
+
+
+def load_weights(model, path, meta):
+    """Load sess weights into `model` after checking they were made for the same meta."""
+    state = _load(path, "weights", meta.get("step", "?"))
+    _check_meta(path, state.get("meta", {}), meta)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise PipelineError(f"{path}: weights do not fit the model ({str(e)[:300]}); "
+                            f"delete the file and retrain") from e
+    return model

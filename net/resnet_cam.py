@@ -1,0 +1,85 @@
+"""The ResNet CAM classifier of IRN/ORANDNet: ResNet trunk at output stride 16, global
+average pooling, a bias-free 1x1 conv classifier; CAMs = ReLU(classifier on features)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from misc.cam_io import strided_size
+from net.backbones import build_resnet, feature_channels, set_last_stride, stem
+from voc12.classes import N_CLASSES
+
+
+class CAMNet(nn.Module):
+    """ResNet classifier whose 1x1 classifier doubles as the CAM projection."""
+
+    def __init__(self, backbone="resnet50", pretrained="none", freeze_bn=True, freeze_stem=True,
+                 n_classes=N_CLASSES):
+        super().__init__()
+        r = build_resnet(backbone, pretrained)
+        set_last_stride(r.layer4)
+        self.stem = stem(r)
+        self.stages = nn.ModuleList([r.layer1, r.layer2, r.layer3, r.layer4])
+        self.classifier = nn.Conv2d(feature_channels(r), n_classes, 1, bias=False)
+        self.freeze_bn = freeze_bn
+        if freeze_stem:
+            for p in self.stem.parameters():
+                p.requires_grad_(False)
+
+    def features(self, x):
+        x = self.stem(x)
+        for s in self.stages:
+            x = s(x)
+        return x
+
+    def forward(self, x):
+        """Class logits (B, n_classes)."""
+        f = self.features(x)
+        return self.classifier(f.mean((2, 3), keepdim=True)).flatten(1)
+
+    def cams(self, x):
+        """Class activation maps (B, n_classes, H/16, W/16), ReLU'd, unnormalised."""
+        return F.relu(F.conv2d(self.features(x), self.classifier.weight))
+
+    def train(self, mode=True):
+        # IRN keeps batch-norm statistics fixed: batches of 8-16 crops would corrupt them
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def param_groups(self):
+        """(backbone parameters, new-layer parameters): the latter get 10x the lr."""
+        backbone = [p for p in list(self.stem.parameters()) + list(self.stages.parameters())
+                    if p.requires_grad]
+        return backbone, list(self.classifier.parameters())
+
+
+def multilabel_loss(logits, labels):
+    """Multilabel soft-margin loss, as in IRN."""
+    return F.multilabel_soft_margin_loss(logits, labels)
+
+
+@torch.no_grad()
+def multiscale_cams(model, imgs, size, keys):
+    """Sum of CAMs over scales and horizontal flips for the classes `keys`, each at stride 4
+    and at full size, each class divided by its own max (+1e-5). imgs: list of (3,h,w)."""
+    h, w = size
+    s4 = strided_size(h, w)
+    keys = torch.as_tensor(keys, dtype=torch.long, device=imgs[0].device)
+    low = torch.zeros((len(keys),) + s4, device=imgs[0].device)
+    high = torch.zeros((len(keys), h, w), device=imgs[0].device)
+    for img in imgs:
+        pair = torch.stack([img, img.flip(-1)])
+        c = model.cams(pair).float()
+        c = (c[0] + c[1].flip(-1))[keys][None]
+        low += F.interpolate(c, s4, mode="bilinear", align_corners=False)[0]
+        high += F.interpolate(c, (h, w), mode="bilinear", align_corners=False)[0]
+    norm = lambda m: m / (m.flatten(1).max(1)[0][:, None, None] + 1e-5)  # noqa: E731
+    return norm(low), norm(high)
+
+
+def weights_meta(backbone):
+    """What identifies the CAM classifier's saved weights (checked when loading them)."""
+    return {"step": "train_cam", "arch": "CAMNet", "backbone": backbone}

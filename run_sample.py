@@ -1,0 +1,141 @@
+"""ORANDNet pipeline orchestrator: runs numbered steps (IRN-style) with a preset.
+
+  python run_sample.py --demo                      # toy VOC, every step, CPU
+  python run_sample.py --voc12_root VOC2012 --preset paper --steps 1-3
+  torchrun --nproc_per_node 4 run_sample.py --voc12_root VOC2012 --steps train_cam
+  python run_sample.py --list_steps
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+from misc.config import PRESETS, apply_preset
+from misc.errors import PipelineError
+from misc.fileio import atomic_path
+
+# (name, what it reads, what it writes); the step's number is its position + 1
+STEPS = [
+    ("train_cam", "VOC train_list images + XML labels", "sess/cam.pth (+ sess/cam.ckpt)"),
+    ("make_cam", "sess/cam.pth, VOC infer_list images", "result/cam/<id>.npz"),
+    ("eval_cam", "result/cam/, VOC infer_list masks", "result/eval/eval_cam.json"),
+]
+NAMES = [s[0] for s in STEPS]
+
+
+def parse_steps(spec):
+    """'1-3', 'train_cam,make_cam', '2,eval_cam' -> step names in pipeline order."""
+    chosen = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part in NAMES:
+            chosen.add(part)
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            lo, hi = int(lo), int(hi or lo)
+        except ValueError:
+            raise PipelineError(f"--steps: unknown step '{part}'; see --list_steps") from None
+        if not 1 <= lo <= hi <= len(STEPS):
+            raise PipelineError(f"--steps: '{part}' outside 1-{len(STEPS)}; see --list_steps")
+        chosen.update(NAMES[lo - 1:hi])
+    return [n for n in NAMES if n in chosen]
+
+
+def floats(s):
+    return tuple(float(x) for x in s.split(","))
+
+
+def ints(s):
+    return tuple(int(x) for x in s.split(","))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    b = argparse.BooleanOptionalAction
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--steps", default=None, help="e.g. 1-3 or train_cam,make_cam (default: all)")
+    g.add_argument("--list_steps", action="store_true", help="print the step table and exit")
+    g.add_argument("--demo", action="store_true",
+                   help="generate the toy VOC under --work_dir if absent; run every step (toy)")
+    g.add_argument("--voc12_root", default=None, help="the VOC2012 folder (holds JPEGImages/)")
+    g.add_argument("--work_dir", default=".", help="holds sess/ and result/")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--num_workers", type=int, default=None, help="data-loading processes")
+    g.add_argument("--train_list", default=None, help="split name or list file for training")
+    g.add_argument("--infer_list", default=None, help="split name or list file for CAMs/eval")
+    g = p.add_argument_group("training loop (every trainer)")
+    g.add_argument("--ckpt_every", type=int, default=500, help="checkpoint period (iterations)")
+    g.add_argument("--resume", action="store_true", help="continue from sess/<name>.ckpt")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g = p.add_argument_group("ResNet CAMs (steps 1-3)")
+    g.add_argument("--cam_backbone", default=None, help="torchvision/timm ResNet name")
+    g.add_argument("--pretrained", default=None, help="imagenet | none | PATH to weights")
+    g.add_argument("--cam_freeze_bn", action=b, default=None)
+    g.add_argument("--cam_freeze_stem", action=b, default=None)
+    g.add_argument("--cam_epochs", type=int, default=None)
+    g.add_argument("--cam_iters", type=int, default=None, help="overrides --cam_epochs")
+    g.add_argument("--cam_batch_size", type=int, default=None, help="per process")
+    g.add_argument("--cam_lr", type=float, default=None, help="backbone lr; classifier gets 10x")
+    g.add_argument("--cam_weight_decay", type=float, default=None)
+    g.add_argument("--cam_momentum", type=float, default=None)
+    g.add_argument("--cam_resize_long", type=ints, default=None, help="LOW,HIGH long side")
+    g.add_argument("--cam_crop_size", type=int, default=None)
+    g.add_argument("--cam_scales", type=floats, default=None, help="CAM inference scales")
+    g.add_argument("--cam_eval_thres", type=float, default=None, help="background score")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.list_steps:
+        for n, (name, reads, writes) in enumerate(STEPS, 1):
+            print(f"{n:>2}  {name:<12} reads: {reads:<42} writes: {writes}")
+        return 0
+    if args.demo:
+        args.preset = "toy"
+        if args.voc12_root is None:
+            args.voc12_root = os.path.join(args.work_dir, "toy_voc", "VOC2012")
+            if not os.path.isdir(args.voc12_root):
+                from voc12.toy import generate
+                generate(os.path.dirname(args.voc12_root), seed=args.seed)
+    if args.voc12_root is None:
+        raise PipelineError("--voc12_root is required (the VOC2012 folder), or use --demo")
+    apply_preset(args)
+    args.sess_dir = os.path.join(args.work_dir, "sess")
+    args.result_dir = os.path.join(args.work_dir, "result")
+    from misc.torchutils import dist_env, resolve_device, seed_everything
+    args.device = resolve_device(args.device)
+    seed_everything(args.seed)
+    rank = dist_env()[0]
+    timings = {}
+    for name in parse_steps(args.steps or f"1-{len(STEPS)}"):
+        t0 = time.time()
+        summary = importlib.import_module(f"step.{name}").run(args)
+        timings[name] = round(time.time() - t0, 1)
+        if rank == 0:
+            print(f"[{name}] {timings[name]:.1f} s: {summary}", flush=True)
+    if rank == 0:
+        _record_times(os.path.join(args.result_dir, "step_times.json"), timings)
+    return 0
+
+
+def _record_times(path, timings):
+    """Merge this run's step wall times into result/step_times.json."""
+    old = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump({**old, **timings}, f, indent=1)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,200 @@
+"""Reader of a real (or toy) PASCAL VOC 2012 root: split lists, image-level labels from
+the XML annotations (cached under result/), images, masks, and the torch datasets the
+steps train and infer on."""
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from misc import imutils
+from misc.errors import PipelineError
+from misc.fileio import atomic_path
+from voc12.classes import CAT_LIST, IGNORE, N_CLASSES
+
+SPLITS = ("train", "val", "test", "trainval", "train_aug")
+_CAT_INDEX = {c: i for i, c in enumerate(CAT_LIST)}
+
+
+class VOC:
+    """A VOC2012 root: `VOC(root, cache_dir)`; every missing piece raises PipelineError."""
+
+    def __init__(self, root, cache_dir=None):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.cache_dir = cache_dir
+        if not os.path.isdir(self.root):
+            raise PipelineError(f"{self.root}: VOC root not found; pass --voc12_root pointing at "
+                                f"the VOC2012 folder (the one holding JPEGImages/), or use --demo")
+        for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Segmentation")):
+            if not os.path.isdir(os.path.join(self.root, sub)):
+                raise PipelineError(f"{os.path.join(self.root, sub)}: folder missing; --voc12_root "
+                                    f"must be the VOC2012 folder holding JPEGImages/, Annotations/ "
+                                    f"and ImageSets/Segmentation/")
+        self._labels = None
+
+    # ---- paths
+    def image_path(self, img_id):
+        return os.path.join(self.root, "JPEGImages", f"{img_id}.jpg")
+
+    def mask_path(self, img_id):
+        """The aug mask when there is one, else the VOC mask, else None."""
+        for sub in ("SegmentationClassAug", "SegmentationClass"):
+            p = os.path.join(self.root, sub, f"{img_id}.png")
+            if os.path.exists(p):
+                return p
+        return None
+
+    # ---- lists
+    def ids(self, split):
+        """Image ids of a split name (train, val, test, trainval, train_aug) or a list file."""
+        if split == "train_aug":
+            aug_dir = os.path.join(self.root, "SegmentationClassAug")
+            if not os.path.isdir(aug_dir):
+                raise PipelineError(f"{aug_dir}: folder missing; train_aug needs the SBD 'aug' masks "
+                                    f"(SegmentationClassAug), or use --train_list train")
+            aug = {f[:-4] for f in os.listdir(aug_dir) if f.endswith(".png")}
+            ids = sorted((aug | set(self.ids("train"))) - set(self.ids("val")))
+        else:
+            path = split if split not in SPLITS else \
+                os.path.join(self.root, "ImageSets", "Segmentation", f"{split}.txt")
+            if not os.path.isfile(path):
+                raise PipelineError(f"{path}: list file not found; pass a split name "
+                                    f"({', '.join(SPLITS)}) or the path of a file of image ids")
+            with open(path) as f:
+                ids = [line.split()[0] for line in f if line.strip()]
+        if not ids:
+            raise PipelineError(f"list '{split}' of {self.root} is empty; check the list file")
+        return ids
+
+    def check_images(self, ids):
+        """Fail early, naming the first id whose JPEG is missing."""
+        for i in ids:
+            if not os.path.isfile(self.image_path(i)):
+                raise PipelineError(f"{self.image_path(i)}: image of id '{i}' not found; "
+                                    f"remove the id from the list or restore the image")
+
+    # ---- labels
+    def labels(self, ids):
+        """{id: sorted 0-based foreground classes}, parsed from Annotations/ and cached."""
+        if self._labels is None:
+            self._labels = self._load_cache()
+        todo = [i for i in ids if i not in self._labels]
+        if todo:
+            for i in tqdm(todo, desc="parse XML labels", disable=len(todo) < 200, leave=False):
+                self._labels[i] = self._parse_xml(i)
+            self._save_cache()
+        return {i: self._labels[i] for i in ids}
+
+    def label_vector(self, img_id):
+        """20-d multi-hot float32 vector of an image's classes."""
+        v = np.zeros(N_CLASSES, np.float32)
+        v[self.labels([img_id])[img_id]] = 1
+        return v
+
+    def _parse_xml(self, img_id):
+        path = os.path.join(self.root, "Annotations", f"{img_id}.xml")
+        if not os.path.isfile(path):
+            raise PipelineError(f"{path}: annotation of id '{img_id}' not found; image-level "
+                                f"labels come from Annotations/*.xml")
+        try:
+            names = [o.findtext("name").strip() for o in ET.parse(path).getroot().iter("object")]
+        except (ET.ParseError, AttributeError) as e:
+            raise PipelineError(f"{path}: cannot parse annotation XML ({e}); restore the file "
+                                f"from the VOC archive") from e
+        unknown = sorted(set(names) - set(_CAT_INDEX))
+        if unknown:
+            raise PipelineError(f"{path}: unknown class names {unknown}; expected VOC class names")
+        return np.array(sorted({_CAT_INDEX[n] for n in names}), np.int64)
+
+    def _cache_file(self):
+        return os.path.join(self.cache_dir, "cls_labels.npz") if self.cache_dir else None
+
+    def _load_cache(self):
+        path = self._cache_file()
+        if not path or not os.path.exists(path):
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["root"]) != self.root:
+                    return {}  # a cache of another VOC root
+                return {i: z["labels"][n].nonzero()[0] for n, i in enumerate(z["ids"].tolist())}
+        except (OSError, ValueError, KeyError):
+            return {}  # a damaged cache is rebuilt, never trusted
+
+    def _save_cache(self):
+        path = self._cache_file()
+        if not path:
+            return
+        ids = sorted(self._labels)
+        hot = np.zeros((len(ids), N_CLASSES), np.uint8)
+        for n, i in enumerate(ids):
+            hot[n, self._labels[i]] = 1
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, root=np.array(self.root), ids=np.array(ids), labels=hot)
+
+    # ---- pixels
+    def image(self, img_id):
+        return imutils.read_image(self.image_path(img_id))
+
+    def mask(self, img_id):
+        """Ground-truth mask (HxW uint8), checked against its image's size and label range."""
+        path = self.mask_path(img_id)
+        if path is None:
+            raise PipelineError(f"no ground-truth mask for id '{img_id}' in "
+                                f"{self.root}/SegmentationClass(Aug); evaluate on a list with "
+                                f"masks (train or val)")
+        m = imutils.read_label(path)
+        size = imutils.image_size(self.image_path(img_id))
+        if m.shape != size:
+            raise PipelineError(f"{path}: mask size {m.shape[1]}x{m.shape[0]} differs from its "
+                                f"image {size[1]}x{size[0]}; restore the mask or the image")
+        bad = np.setdiff1d(np.unique(m), np.r_[np.arange(N_CLASSES + 1), IGNORE])
+        if bad.size:
+            raise PipelineError(f"{path}: label ids {bad.tolist()} outside 0-{N_CLASSES} and "
+                                f"{IGNORE}; is it an RGB-coloured mask? masks hold class ids")
+        return m
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Augmented (image, 20-d label) pairs for classifier training. Indexed by
+    (epoch, index) so augmentation is a pure function of (seed, epoch, index): the same
+    whatever the number of workers, ranks or resumes."""
+
+    def __init__(self, voc, ids, crop_size, resize_long, seed=0):
+        self.voc, self.ids, self.seed = voc, list(ids), seed
+        self.crop_size, self.resize_long = crop_size, resize_long
+        self.labels = voc.labels(self.ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, key):
+        epoch, idx = key
+        rng = np.random.default_rng((self.seed, epoch, idx))
+        img_id = self.ids[idx]
+        img = imutils.random_resize_long(self.voc.image(img_id), *self.resize_long, rng)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        img = imutils.random_crop(imutils.normalize(img), self.crop_size, rng)
+        label = np.zeros(N_CLASSES, np.float32)
+        label[self.labels[img_id]] = 1
+        return {"img": torch.from_numpy(imutils.hwc_to_chw(img)), "label": torch.from_numpy(label)}
+
+
+class MultiScaleDataset(torch.utils.data.Dataset):
+    """One image at several scales (normalised CHW tensors) plus its id, size and classes."""
+
+    def __init__(self, voc, ids, scales):
+        self.voc, self.ids, self.scales = voc, list(ids), scales
+        self.labels = voc.labels(self.ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, idx):
+        img_id = self.ids[idx]
+        img = self.voc.image(img_id)
+        ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
+               for s in self.scales]
+        return {"id": img_id, "size": img.shape[:2], "keys": self.labels[img_id], "imgs": ims}
