@@ -60,7 +60,8 @@ def sweep_confusions(maps, keys, gt, thresholds):
     if len(maps) == 0:
         return np.stack([confusion(np.zeros(gt.shape, np.uint8), gt) for _ in thresholds])
     top, arg = maps.max(0), (np.asarray(keys, np.int64) + 1)[maps.argmax(0)]
-    return np.stack([confusion(np.where(top > t, arg, 0), gt) for t in thresholds])
+    # compare in float32 like cam_to_label, whatever the type of t (np.float64 included)
+    return np.stack([confusion(np.where(top > np.float32(t), arg, 0), gt) for t in thresholds])
 
 
 def format_table(rows, columns=("miou", "mprecision", "mrecall", "threshold")):
