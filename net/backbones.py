@@ -70,10 +70,11 @@ def load_backbone_file(model, path):
              if not k.startswith(("fc.", "module.fc."))}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or wrong:
-        raise PipelineError(f"--pretrained {path}: does not match this backbone "
-                            f"(missing {missing[:3]}..., shape mismatch {wrong[:3]}...); "
+    if missing or extra or wrong:
+        raise PipelineError(f"--pretrained {path}: does not match this backbone (missing "
+                            f"{missing[:3]}, unexpected {extra[:3]}, shape mismatch {wrong[:3]}); "
                             f"pass the weights of the backbone you selected")
     model.load_state_dict(state, strict=False)
 
