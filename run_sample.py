@@ -120,15 +120,28 @@ def main(argv=None):
             print(f"[{name}] {timings[name]:.1f} s: {summary}", flush=True)
     if rank == 0:
         _record_times(os.path.join(args.result_dir, "step_times.json"), timings)
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
+
+
+def user_message(err):
+    """The message of a PipelineError without the traceback that a DataLoader worker
+    wraps around errors it re-raises."""
+    msg = str(err)
+    marker = "PipelineError: "
+    return msg.rsplit(marker, 1)[1].strip() if "Original Traceback" in msg and marker in msg else msg
 
 
 def _record_times(path, timings):
     """Merge this run's step wall times into result/step_times.json."""
     old = {}
-    if os.path.exists(path):
+    try:
         with open(path) as f:
             old = json.load(f)
+    except (OSError, ValueError):
+        pass  # first run, or a damaged file that this run replaces
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump({**old, **timings}, f, indent=1)
 
@@ -137,5 +150,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"\nerror: {user_message(e)}", file=sys.stderr)  # after any progress bar
         sys.exit(2)

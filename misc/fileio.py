@@ -32,6 +32,32 @@ def atomic_path(path):
         raise
 
 
+def remove_stale_tmp(folder):
+    """Delete temporary files that a killed run left in `folder` (their writer's pid is
+    gone); files of live writers, such as other ranks, are left alone."""
+    if not os.path.isdir(folder):
+        return 0
+    n = 0
+    for f in os.listdir(folder):
+        parts = f.split(".")
+        if len(parts) >= 3 and "tmp" in parts and parts[parts.index("tmp") - 1].isdigit():
+            pid = int(parts[parts.index("tmp") - 1])
+            if pid != os.getpid() and not _alive(pid):
+                _remove(os.path.join(folder, f))
+                n += 1
+    return n
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove(p):
     with contextlib.suppress(FileNotFoundError):
         os.remove(p)

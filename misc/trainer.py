@@ -32,7 +32,8 @@ class FitConfig:
     resume: bool = False
     grad_clip: float = 0.0      # 0: off
     compile: bool = False
-    meta: dict = field(default_factory=dict)  # identifies architecture/preset in saved files
+    meta: dict = field(default_factory=dict)  # identifies the architecture in saved files
+    preset: str = ""            # with max_iters and the global batch, identifies a run to resume
 
 
 class BatchPlan(torch.utils.data.Sampler):
@@ -82,16 +83,21 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
     rank, world, _ = dist_env()
     dev = cfg.device
     ckpt_path = os.path.join(cfg.sess_dir, f"{cfg.name}.ckpt")
+    # a checkpoint only resumes the same run: same architecture, preset, length and batch
+    run_meta = {**cfg.meta, "preset": cfg.preset, "max_iters": cfg.max_iters,
+                "global_batch": cfg.batch_size * world}
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     start = 0
     if cfg.resume and os.path.exists(ckpt_path):
-        state = load_checkpoint(ckpt_path, cfg.meta)
+        state = load_checkpoint(ckpt_path, run_meta)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
+        if dev.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], dev)
         start = int(state["iter"])
         if rank == 0:
             print(f"[{cfg.name}] resumed from {ckpt_path} at iteration {start}/{cfg.max_iters}")
@@ -127,25 +133,36 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
         optimizer.step()
         scheduler.step()
         seen += cfg.batch_size * world
-        losses.append(loss.item())
+        losses.append(_global_mean(loss.detach(), world))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = it + 1
         if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.max_iters:
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, done, cfg.meta)
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, done, run_meta)
     bar.close()
-    _save_checkpoint(ckpt_path, model, optimizer, scheduler, cfg.max_iters, cfg.meta)
+    _save_checkpoint(ckpt_path, model, optimizer, scheduler, cfg.max_iters, run_meta)
     save_weights(os.path.join(cfg.sess_dir, f"{cfg.name}.pth"), model, cfg.meta)
     dt = time.time() - t0
-    return {"iters": cfg.max_iters - start, "images_per_s": seen / max(dt, 1e-9),
+    return {"iters": cfg.max_iters - start, "images_per_s": seen / max(dt, 1e-9), "losses": losses,
             "final_loss": float(np.mean(losses[-20:])) if losses else math.nan, "seconds": dt}
+
+
+def _global_mean(x, world):
+    """The loss averaged over ranks (what the global batch saw), as a float for logging."""
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x.item()
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, it, meta):
     if dist_env()[0] == 0:
+        dev = next(model.parameters()).device
         state = {"meta": meta, "iter": it, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng_cpu": torch.get_rng_state()}
+                 "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     barrier()

@@ -5,6 +5,7 @@ import torch
 from tqdm import tqdm
 
 from misc.cam_io import cam_path, save_cam
+from misc.fileio import remove_stale_tmp
 from misc.torchutils import autocast, barrier, dist_env, shard
 from misc.trainer import load_weights
 from net.resnet_cam import CAMNet, multiscale_cams, weights_meta
@@ -16,6 +17,7 @@ def run(args):
     ids = voc.ids(args.infer_list)
     voc.check_images(ids)
     out = os.path.join(args.result_dir, "cam")
+    remove_stale_tmp(out)  # partial files of a killed run
     mine = shard(ids)
     todo = [i for i in mine if not os.path.exists(cam_path(out, i))]  # rerun resumes
     model = CAMNet(args.cam_backbone, "none", args.cam_freeze_bn, args.cam_freeze_stem)

@@ -23,7 +23,7 @@ def run(args):
     cfg = FitConfig(name="cam", sess_dir=args.sess_dir, device=args.device, max_iters=iters,
                     batch_size=args.cam_batch_size, seed=args.seed, num_workers=args.num_workers,
                     ckpt_every=args.ckpt_every, resume=args.resume, compile=args.compile,
-                    meta=weights_meta(args.cam_backbone))
+                    meta=weights_meta(args.cam_backbone), preset=args.preset)
     s = fit(model, opt, poly_lr(opt, iters), data,
             lambda net, b: multilabel_loss(net(b["img"]), b["label"]), cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, final loss {s['final_loss']:.4f}, "
