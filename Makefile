@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(RUN) -m pytest -q tests
 
 bench: $(STAMP)
-	$(RUN) bench/bench_cam.py
+	$(RUN) bench/bench_cam.py --backbone resnet18 --crop 128 --batch 16 --image 160x120
+	$(RUN) bench/bench_cam.py --backbone resnet50 --crop 512 --batch 8 --iters 2 --image 500x375 --n_images 2
 
 clean:
 	rm -rf sess result toy_voc

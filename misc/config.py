@@ -14,7 +14,8 @@ PRESETS = {
         cam_scales=(1.0, 0.5, 1.5, 2.0), cam_eval_thres=0.25,
     ),
     "toy": dict(
-        train_list="train_aug", infer_list="train", num_workers=1,
+        train_list="train_aug", infer_list="train", num_workers=0,
+        # 2 cores: loading in the main process is fastest (measured 31 vs 28 img/s with 2 workers)
         # no ImageNet weights offline: a small ResNet trained from scratch, so its
         # batch norm and stem must train
         cam_backbone="resnet18", pretrained="none", cam_freeze_bn=False, cam_freeze_stem=False,
