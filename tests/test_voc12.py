@@ -250,6 +250,13 @@ def test_missing_list_file(toy_root):
         VOC(toy_root).ids("nonexistent_split_file.txt")
 
 
+def _truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
 def test_corrupt_jpeg_and_truncated_png(toy_copy):
     jpg = os.path.join(toy_copy, "JPEGImages", "toy_000004.jpg")
     with open(jpg, "wb") as f:
@@ -259,18 +266,12 @@ def test_corrupt_jpeg_and_truncated_png(toy_copy):
     with _raises_naming(jpg):
         VOC(toy_copy).image("toy_000004")
     png = os.path.join(toy_copy, "SegmentationClass", "toy_000004.png")
-    with open(png, "rb") as f:
-        data = f.read()
-    with open(png, "wb") as f:
-        f.write(data[:len(data) // 2])
+    _truncate(png)
     with _raises_naming(png):
         read_label(png)
     # a truncated JPEG too, decoded eagerly rather than failing later
     jpg2 = os.path.join(toy_copy, "JPEGImages", "toy_000006.jpg")
-    with open(jpg2, "rb") as f:
-        data = f.read()
-    with open(jpg2, "wb") as f:
-        f.write(data[:len(data) // 2])
+    _truncate(jpg2)
     with _raises_naming(jpg2):
         read_image(jpg2)
 
