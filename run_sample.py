@@ -21,6 +21,9 @@ STEPS = [
     ("train_cam", "VOC train_list images + XML labels", "sess/cam.pth (+ sess/cam.ckpt)"),
     ("make_cam", "sess/cam.pth, VOC infer_list images", "result/cam/<id>.npz"),
     ("eval_cam", "result/cam/, VOC infer_list masks", "result/eval/eval_cam.json"),
+    ("train_vit", "VOC train_list images + XML labels", "sess/vit.pth (+ sess/vit.ckpt)"),
+    ("make_vit_cam", "sess/vit.pth, VOC infer_list images", "result/vit_cam/<id>.npz"),
+    ("eval_vit_cam", "result/vit_cam/ (+ result/cam/), masks", "result/eval/eval_vit_cam.json"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -51,6 +54,17 @@ def ints(s):
     return tuple(int(x) for x in s.split(","))
 
 
+def add_classifier_flags(g, prefix):
+    """The training and evaluation flags every classifier (cam, vit) has."""
+    for name, typ, help_ in (
+            ("epochs", int, None), ("iters", int, f"overrides --{prefix}_epochs"),
+            ("batch_size", int, "per process"), ("lr", float, "backbone lr; head gets 10x"),
+            ("weight_decay", float, None), ("momentum", float, None),
+            ("resize_long", ints, "LOW,HIGH random long side"),
+            ("eval_thres", float, "background score of the fixed-threshold row")):
+        g.add_argument(f"--{prefix}_{name}", type=typ, default=None, help=help_)
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     b = argparse.BooleanOptionalAction
@@ -76,16 +90,18 @@ def build_parser():
     g.add_argument("--pretrained", default=None, help="imagenet | none | PATH to weights")
     g.add_argument("--cam_freeze_bn", action=b, default=None)
     g.add_argument("--cam_freeze_stem", action=b, default=None)
-    g.add_argument("--cam_epochs", type=int, default=None)
-    g.add_argument("--cam_iters", type=int, default=None, help="overrides --cam_epochs")
-    g.add_argument("--cam_batch_size", type=int, default=None, help="per process")
-    g.add_argument("--cam_lr", type=float, default=None, help="backbone lr; classifier gets 10x")
-    g.add_argument("--cam_weight_decay", type=float, default=None)
-    g.add_argument("--cam_momentum", type=float, default=None)
-    g.add_argument("--cam_resize_long", type=ints, default=None, help="LOW,HIGH long side")
     g.add_argument("--cam_crop_size", type=int, default=None)
     g.add_argument("--cam_scales", type=floats, default=None, help="CAM inference scales")
-    g.add_argument("--cam_eval_thres", type=float, default=None, help="background score")
+    add_classifier_flags(g, "cam")
+    g = p.add_argument_group("ViT CAMs (steps 4-6)")
+    g.add_argument("--vit_backbone", default=None, help="any timm class-token ViT/DeiT name")
+    g.add_argument("--vit_img_size", type=int, default=None, help="train crop = CAM input size")
+    g.add_argument("--vit_patch_size", type=int, default=None, help="override (toy models)")
+    g.add_argument("--vit_depth", type=int, default=None, help="override (toy models)")
+    g.add_argument("--vit_pretrained", default=None, help="imagenet | none | PATH to weights")
+    g.add_argument("--vit_grad_clip", type=float, default=None, help="max grad norm; 0 = off")
+    g.add_argument("--vit_cam_method", choices=["attribution", "gradcam"], default=None)
+    add_classifier_flags(g, "vit")
     return p
 
 

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from misc.torchutils import autocast, resolve_device  # noqa: E402
-from net.resnet_cam import CAMNet, multilabel_loss, multiscale_cams  # noqa: E402
+from misc.classifier import multilabel_loss  # noqa: E402
+from net.resnet_cam import CAMNet, multiscale_cams  # noqa: E402
 
 
 def sync(dev):

@@ -69,3 +69,27 @@ def load_cam(path, labels=None):
                             f"{sorted(np.asarray(labels).tolist())}; the CAMs come from another "
                             f"dataset or list: remake them")
     return {"keys": keys, "cam": cam, "high_res": high}
+
+
+def normalize_max(maps):
+    """Each class map (torch, K x ...) divided by its own max (+1e-5): IRN's CAM scaling."""
+    return maps / (maps.flatten(1).amax(1).view(-1, *[1] * (maps.dim() - 1)) + 1e-5)
+
+
+def normalize_minmax(maps):
+    """Each class map (torch, K x ...) min-max scaled to [0, 1]: the ViT CAM scaling."""
+    flat = maps.flatten(1)
+    lo = flat.amin(1).view(-1, *[1] * (maps.dim() - 1))
+    hi = flat.amax(1).view(-1, *[1] * (maps.dim() - 1))
+    return (maps - lo) / (hi - lo + 1e-5)
+
+
+def to_cam_sizes(maps, size):
+    """Bilinear resize of K x h x w maps (torch) to the format's two grids: stride 4 and
+    full image size. Returns (cam, high_res)."""
+    import torch.nn.functional as F  # local: keeps the numpy-only readers free of torch
+    m = maps[None].float()
+    if len(maps) == 0:  # an image without labels: empty maps of the right sizes
+        return m.new_zeros((0,) + strided_size(*size)), m.new_zeros((0,) + tuple(size))
+    up = lambda s: F.interpolate(m, s, mode="bilinear", align_corners=False)[0]  # noqa: E731
+    return up(strided_size(*size)), up(tuple(size))

@@ -12,6 +12,11 @@ PRESETS = {
         cam_momentum=5e-4,
         cam_resize_long=(320, 640), cam_crop_size=512,
         cam_scales=(1.0, 0.5, 1.5, 2.0), cam_eval_thres=0.25,
+        # ViT classifier (REFERENCE.md, "ViT classifier" and "ViT CAMs")
+        vit_backbone="deit_base_patch16_224", vit_img_size=512, vit_patch_size=None,
+        vit_depth=None, vit_pretrained="imagenet", vit_epochs=10, vit_batch_size=4,
+        vit_lr=0.01, vit_weight_decay=1e-5, vit_momentum=0.9, vit_grad_clip=1.0,
+        vit_resize_long=(320, 640), vit_cam_method="attribution", vit_eval_thres=0.05,
     ),
     "toy": dict(
         train_list="train_aug", infer_list="train", num_workers=0,
@@ -22,6 +27,11 @@ PRESETS = {
         cam_epochs=12, cam_batch_size=16, cam_lr=0.05, cam_weight_decay=1e-4, cam_momentum=0.9,
         cam_resize_long=(112, 176), cam_crop_size=128,
         cam_scales=(1.0, 0.5, 1.5, 2.0), cam_eval_thres=0.25,
+        # a 4-block ViT-Tiny with 8-px patches at 96 px (144 tokens), trained from scratch
+        vit_backbone="vit_tiny_patch16_224", vit_img_size=96, vit_patch_size=8, vit_depth=4,
+        vit_pretrained="none", vit_epochs=20, vit_batch_size=16, vit_lr=0.05,
+        vit_weight_decay=1e-4, vit_momentum=0.9, vit_grad_clip=1.0, vit_resize_long=(80, 128),
+        vit_cam_method="attribution", vit_eval_thres=0.05,
     ),
 }
 

@@ -88,13 +88,17 @@ def hwc_to_chw(img):
     return np.ascontiguousarray(np.transpose(img, (2, 0, 1)))
 
 
+def resize(img, h, w):
+    """Bilinear resize to h x w."""
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def rescale(img, scale):
     """Resize by a factor (bilinear), at least 1 pixel per side."""
     if scale == 1:
         return img
     h, w = img.shape[:2]
-    return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_LINEAR)
+    return resize(img, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def random_resize_long(img, low, high, rng):

@@ -108,3 +108,24 @@ def report(res, json_path, name):
     return (f"mIoU {100 * res['miou']:.1f} (precision {100 * res['mprecision']:.1f}, recall "
             f"{100 * res['mrecall']:.1f}) at {res['threshold']:.2f}; best mIoU "
             f"{100 * res['best']['miou']:.1f} at {res['best']['threshold']:.2f} -> {json_path}")
+
+
+def firing_disagreement(voc, ids, dir_a, thr_a, dir_b, thr_b):
+    """Over ground-truth foreground pixels: the share where source a's map of the true
+    class exceeds its threshold and b's does not ('a_only'), the reverse ('b_only'),
+    both, neither. What an ensemble of two CAM sources can gain comes from a_only/b_only."""
+    labels = voc.labels(ids)
+    counts = np.zeros(4, np.int64)  # a_only, b_only, both, neither
+    for i in tqdm(ids, desc="disagreement", leave=False):
+        gt = voc.mask(i)
+        fires = []
+        for d, t in ((dir_a, thr_a), (dir_b, thr_b)):
+            c = load_cam(cam_path(d, i), labels[i])
+            full = np.zeros((N_LABELS,) + gt.shape, bool)  # per label id: map > threshold
+            full[c["keys"] + 1] = c["high_res"] > t
+            fg = (gt > 0) & (gt != IGNORE)
+            fires.append(full[gt[fg], fg.nonzero()[0], fg.nonzero()[1]])
+        a, b = fires
+        counts += [(a & ~b).sum(), (~a & b).sum(), (a & b).sum(), (~a & ~b).sum()]
+    total = max(int(counts.sum()), 1)
+    return dict(zip(("a_only", "b_only", "both", "neither"), (counts / total).tolist()))

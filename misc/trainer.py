@@ -73,6 +73,12 @@ def poly_lr(optimizer, max_iters, power=0.9):
         optimizer, lambda it: (1 - min(it, max_iters) / max_iters) ** power)
 
 
+def cosine_lr(optimizer, max_iters):
+    """Cosine decay to 0 over max_iters (the reference's ViT schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, max_iters) / max_iters)))
+
+
 def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
     """Train `model` for cfg.max_iters iterations; returns a summary dict.
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.cam_io import strided_size
+from misc.cam_io import normalize_max, to_cam_sizes
 from net.backbones import build_resnet, feature_channels, set_last_stride, stem
 from voc12.classes import N_CLASSES
 
@@ -56,28 +56,17 @@ class CAMNet(nn.Module):
         return backbone, list(self.classifier.parameters())
 
 
-def multilabel_loss(logits, labels):
-    """Multilabel soft-margin loss, as in IRN."""
-    return F.multilabel_soft_margin_loss(logits, labels)
-
-
 @torch.no_grad()
 def multiscale_cams(model, imgs, size, keys):
     """Sum of CAMs over scales and horizontal flips for the classes `keys`, each at stride 4
     and at full size, each class divided by its own max (+1e-5). imgs: list of (3,h,w)."""
-    h, w = size
-    s4 = strided_size(h, w)
     keys = torch.as_tensor(keys, dtype=torch.long, device=imgs[0].device)
-    low = torch.zeros((len(keys),) + s4, device=imgs[0].device)
-    high = torch.zeros((len(keys), h, w), device=imgs[0].device)
+    low = high = 0
     for img in imgs:
-        pair = torch.stack([img, img.flip(-1)])
-        c = model.cams(pair).float()
-        c = (c[0] + c[1].flip(-1))[keys][None]
-        low += F.interpolate(c, s4, mode="bilinear", align_corners=False)[0]
-        high += F.interpolate(c, (h, w), mode="bilinear", align_corners=False)[0]
-    norm = lambda m: m / (m.flatten(1).max(1)[0][:, None, None] + 1e-5)  # noqa: E731
-    return norm(low), norm(high)
+        c = model.cams(torch.stack([img, img.flip(-1)])).float()
+        lo, hi = to_cam_sizes((c[0] + c[1].flip(-1))[keys], size)
+        low, high = low + lo, high + hi
+    return normalize_max(low), normalize_max(high)
 
 
 def weights_meta(backbone):

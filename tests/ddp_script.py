@@ -8,7 +8,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from misc.torchutils import dist_env, resolve_device  # noqa: E402
 from misc.trainer import FitConfig, fit, poly_lr  # noqa: E402
-from net.resnet_cam import CAMNet, multilabel_loss, weights_meta  # noqa: E402
+from misc.classifier import multilabel_loss  # noqa: E402
+from net.resnet_cam import CAMNet, weights_meta  # noqa: E402
 from voc12.dataloader import VOC, TrainDataset  # noqa: E402
 
 

@@ -183,10 +183,11 @@ class TrainDataset(torch.utils.data.Dataset):
 
 
 class MultiScaleDataset(torch.utils.data.Dataset):
-    """One image at several scales (normalised CHW tensors) plus its id, size and classes."""
+    """One image at several scales (normalised CHW tensors) plus its id, size and classes.
+    With `square`, the image is first resized to square x square (the ViT's input)."""
 
-    def __init__(self, voc, ids, scales):
-        self.voc, self.ids, self.scales = voc, list(ids), scales
+    def __init__(self, voc, ids, scales=(1.0,), square=None):
+        self.voc, self.ids, self.scales, self.square = voc, list(ids), scales, square
         self.labels = voc.labels(self.ids)
 
     def __len__(self):
@@ -195,6 +196,9 @@ class MultiScaleDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         img_id = self.ids[idx]
         img = self.voc.image(img_id)
+        size = img.shape[:2]
+        if self.square:
+            img = imutils.resize(img, self.square, self.square)
         ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
                for s in self.scales]
-        return {"id": img_id, "size": img.shape[:2], "keys": self.labels[img_id], "imgs": ims}
+        return {"id": img_id, "size": size, "keys": self.labels[img_id], "imgs": ims}

@@ -1,0 +1,38 @@
+"""What the classifier trainers (train_cam, train_vit) share: multilabel training on
+image-level labels with SGD, a 10x learning rate on the new head, and the shared loop."""
+import torch
+import torch.nn.functional as F
+
+from misc.torchutils import dist_env
+from misc.trainer import FitConfig, fit, iters_for
+from voc12.dataloader import VOC, TrainDataset
+
+
+def multilabel_loss(logits, labels):
+    """Multilabel soft-margin loss on image-level labels, as in IRN and the reference."""
+    return F.multilabel_soft_margin_loss(logits, labels)
+
+
+def train_classifier(args, make_model, name, meta, *, lr, weight_decay, momentum, epochs, iters,
+                     batch_size, crop_size, resize_long, schedule, grad_clip=0.0):
+    """Train make_model() (with .param_groups() -> (backbone, head)) on args.train_list;
+    the model is built after the data checks, so bad data fails before any download.
+    schedule(optimizer, max_iters) -> LR scheduler. Returns the step's summary line."""
+    voc = VOC(args.voc12_root, args.result_dir)
+    ids = voc.ids(args.train_list)
+    voc.check_images(ids)
+    data = TrainDataset(voc, ids, crop_size, resize_long, args.seed)
+    iters = iters or iters_for(len(data), epochs, batch_size, dist_env()[1])
+    model = make_model()
+    backbone, head = model.param_groups()
+    opt = torch.optim.SGD([{"params": backbone, "lr": lr, "weight_decay": weight_decay},
+                           {"params": head, "lr": 10 * lr, "weight_decay": weight_decay}],
+                          lr=lr, momentum=momentum)
+    cfg = FitConfig(name=name, sess_dir=args.sess_dir, device=args.device, max_iters=iters,
+                    batch_size=batch_size, seed=args.seed, num_workers=args.num_workers,
+                    ckpt_every=args.ckpt_every, resume=args.resume, compile=args.compile,
+                    grad_clip=grad_clip, meta=meta, preset=args.preset)
+    s = fit(model, opt, schedule(opt, iters), data,
+            lambda net, b: multilabel_loss(net(b["img"]), b["label"]), cfg)
+    return (f"{len(ids)} images, {s['iters']} iterations, final loss {s['final_loss']:.4f}, "
+            f"{s['images_per_s']:.1f} img/s")

@@ -1,0 +1,16 @@
+"""Step train_vit: the ViT classifier on image-level labels -> sess/vit.pth."""
+from misc.classifier import train_classifier
+from misc.trainer import cosine_lr
+from net.vit_cam import ViTClassifier, weights_meta
+
+
+def run(args):
+    def model():
+        return ViTClassifier(args.vit_backbone, args.vit_img_size, args.vit_pretrained,
+                             args.vit_patch_size, args.vit_depth)
+    meta = weights_meta(args.vit_backbone, args.vit_img_size, args.vit_patch_size, args.vit_depth)
+    return train_classifier(
+        args, model, "vit", meta, lr=args.vit_lr, weight_decay=args.vit_weight_decay,
+        momentum=args.vit_momentum, epochs=args.vit_epochs, iters=args.vit_iters,
+        batch_size=args.vit_batch_size, crop_size=args.vit_img_size,
+        resize_long=args.vit_resize_long, schedule=cosine_lr, grad_clip=args.vit_grad_clip)
