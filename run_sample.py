@@ -24,6 +24,12 @@ STEPS = [
     ("train_vit", "VOC train_list images + XML labels", "sess/vit.pth (+ sess/vit.ckpt)"),
     ("make_vit_cam", "sess/vit.pth, VOC infer_list images", "result/vit_cam/<id>.npz"),
     ("eval_vit_cam", "result/vit_cam/ (+ result/cam/), masks", "result/eval/eval_vit_cam.json"),
+    ("import_cams", "--import_dir other projects' .npy (pickles)", "result/<import_name>/<id>.npz"),
+    ("make_orand", "the --orand_sources CAM folders", "result/or_cam/, result/and_cam/"),
+    ("make_naive_cam", "the --orand_sources CAM folders", "result/naive_cam/<id>.npz"),
+    ("train_orandnet", "result/or_cam/, result/and_cam/", "sess/orandnet.pth (+ .ckpt)"),
+    ("make_orandnet_cam", "sess/orandnet.pth, result/or_cam/", "result/orandnet_cam/<id>.npz"),
+    ("eval_orandnet", "sources, naive, OR, AND, ORANDNet, masks", "result/eval/orandnet.json"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -102,6 +108,24 @@ def build_parser():
     g.add_argument("--vit_grad_clip", type=float, default=None, help="max grad norm; 0 = off")
     g.add_argument("--vit_cam_method", choices=["attribution", "gradcam"], default=None)
     add_classifier_flags(g, "vit")
+    g = p.add_argument_group("ORANDNet (steps 7-12)")
+    g.add_argument("--orand_sources", default=None,
+                   help="CAM folders DIR[:offset],... (names under result/ or paths)")
+    g.add_argument("--orand_net", choices=["fcn8s_vgg16", "small_fcn"], default=None)
+    g.add_argument("--orand_pretrained", default=None, help="imagenet | none | PATH (VGG-16)")
+    g.add_argument("--orand_loss", choices=["bce", "ce"], default=None,
+                   help="bce: per-pixel vs AND; ce: the reference's cross-entropy over classes")
+    g.add_argument("--orand_iters", type=int, default=None, help="one image per iteration")
+    g.add_argument("--orand_lr", type=float, default=None)
+    g.add_argument("--orand_momentum", type=float, default=None)
+    g.add_argument("--orand_weight_decay", type=float, default=None)
+    g.add_argument("--orand_eval_thres", type=float, default=None,
+                   help="fixed threshold of the naive/OR/AND/ORANDNet rows")
+    g.add_argument("--import_dir", default=None, help="other project's CAM .npy files")
+    g.add_argument("--import_format", choices=["irn", "mctformer"], default="irn")
+    g.add_argument("--import_name", default="imported_cam", help="result/ folder to write")
+    g.add_argument("--trust_pickle", action="store_true",
+                   help="allow import_cams to unpickle the files of --import_dir")
     return p
 
 

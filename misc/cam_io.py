@@ -72,8 +72,13 @@ def load_cam(path, labels=None):
 
 
 def normalize_max(maps):
-    """Each class map (torch, K x ...) divided by its own max (+1e-5): IRN's CAM scaling."""
-    return maps / (maps.flatten(1).amax(1).view(-1, *[1] * (maps.dim() - 1)) + 1e-5)
+    """Each class map (K x ..., torch or numpy) divided by its own max (+1e-5): IRN's
+    CAM scaling."""
+    if len(maps) == 0:
+        return maps
+    flat = maps.reshape(len(maps), -1)
+    peak = flat.amax(1) if hasattr(flat, "amax") else flat.max(1)
+    return maps / (peak.reshape(-1, *[1] * (maps.ndim - 1)) + 1e-5)
 
 
 def normalize_minmax(maps):

@@ -17,6 +17,10 @@ PRESETS = {
         vit_depth=None, vit_pretrained="imagenet", vit_epochs=10, vit_batch_size=4,
         vit_lr=0.01, vit_weight_decay=1e-5, vit_momentum=0.9, vit_grad_clip=1.0,
         vit_resize_long=(320, 640), vit_cam_method="attribution", vit_eval_thres=0.05,
+        # ORANDNet (REFERENCE.md, "offset", "OR / AND", "ORANDNet")
+        orand_sources="cam,vit_cam:0.15", orand_net="fcn8s_vgg16", orand_pretrained="imagenet",
+        orand_loss="bce", orand_iters=5000, orand_lr=1e-3, orand_momentum=0.9,
+        orand_weight_decay=1e-4, orand_eval_thres=0.25,
     ),
     "toy": dict(
         train_list="train_aug", infer_list="train", num_workers=0,
@@ -32,6 +36,9 @@ PRESETS = {
         vit_pretrained="none", vit_epochs=20, vit_batch_size=16, vit_lr=0.05,
         vit_weight_decay=1e-4, vit_momentum=0.9, vit_grad_clip=1.0, vit_resize_long=(80, 128),
         vit_cam_method="attribution", vit_eval_thres=0.05,
+        orand_sources="cam,vit_cam:0.15", orand_net="small_fcn", orand_pretrained="none",
+        orand_loss="bce", orand_iters=600, orand_lr=0.05, orand_momentum=0.9,
+        orand_weight_decay=1e-4, orand_eval_thres=0.25,
     ),
 }
 

@@ -16,64 +16,77 @@ def _torchvision_names():
     return set(torchvision.models.list_models(module=torchvision.models))
 
 
+def _fetch_error(name, flag, e, url=""):
+    return PipelineError(
+        f"could not fetch ImageNet weights for '{name}' ({type(e).__name__}: {e}). Download "
+        f"them{' from ' + url if url else ''} on a machine with internet and pass "
+        f"{flag} /path/to/file.pth")
+
+
+def torchvision_model(name, pretrained="none", flag="--pretrained", ignore=("fc.",)):
+    """A torchvision model by builder name with ImageNet weights ('imagenet'), none, or a
+    local state dict (keys starting with `ignore` skipped). Offline: says what to fetch."""
+    if name not in _torchvision_names():
+        raise PipelineError(f"'{name}' is not a torchvision model")
+    if pretrained != "imagenet":
+        model = torchvision.models.get_model(name, weights=None)
+        if pretrained != "none":
+            load_backbone_file(model, pretrained, flag, ignore)
+        return model
+    try:
+        return torchvision.models.get_model(name, weights="IMAGENET1K_V1")
+    except Exception as e:  # download failures surface as URLError, HTTPError, OSError, ...
+        raise _fetch_error(name, flag, e, torchvision.models.get_model_weights(name)["IMAGENET1K_V1"].url) from e
+
+
 def build_resnet(name, pretrained="none"):
     """A ResNet with conv1/bn1/maxpool/layer1..4. pretrained: 'imagenet', 'none' or a file."""
     lib, _, bare = name.rpartition(":")
     import timm  # imported here: it is slow to import and only trunks need it
     if lib not in ("", "tv", "timm"):
         raise PipelineError(f"backbone '{name}': prefix must be tv: or timm:")
-    use_tv = lib == "tv" or (lib == "" and bare in _torchvision_names())
-    imagenet = pretrained == "imagenet"
-    try:
-        if use_tv:
-            if bare not in _torchvision_names():
-                raise PipelineError(f"backbone '{name}' is not a torchvision model")
-            model = torchvision.models.get_model(bare, weights="IMAGENET1K_V1" if imagenet else None)
-        else:
-            if not timm.is_model(bare):
-                raise PipelineError(f"backbone '{name}' is neither a torchvision nor a timm model")
-            model = timm.create_model(bare, pretrained=imagenet)
-    except PipelineError:
-        raise
-    except Exception as e:  # download failures surface as URLError, HTTPError, OSError, ...
-        if not imagenet:
-            raise
-        hint = ""
-        if use_tv:
-            w = torchvision.models.get_model_weights(bare)["IMAGENET1K_V1"]
-            hint = f" from {w.url}"
-        raise PipelineError(
-            f"could not fetch ImageNet weights for '{name}' ({type(e).__name__}: {e}). Download "
-            f"them{hint} on a machine with internet and pass --pretrained /path/to/file.pth") from e
+    if lib == "tv" or (lib == "" and bare in _torchvision_names()):
+        model = torchvision_model(bare, pretrained)
+    else:
+        if not timm.is_model(bare):
+            raise PipelineError(f"backbone '{name}' is neither a torchvision nor a timm model")
+        try:
+            model = timm.create_model(bare, pretrained=pretrained == "imagenet")
+        except Exception as e:
+            if pretrained != "imagenet":
+                raise
+            raise _fetch_error(name, "--pretrained", e) from e
+        if pretrained not in ("none", "imagenet"):
+            load_backbone_file(model, pretrained)
     for attr in ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4"):
         if not hasattr(model, attr):
             raise PipelineError(f"backbone '{name}' is not a ResNet (no '{attr}')")
-    if pretrained not in ("none", "imagenet"):
-        load_backbone_file(model, pretrained)
     return model
 
 
-def load_backbone_file(model, path):
-    """Load a local state dict (torchvision/timm layout, classifier keys ignored)."""
+def load_backbone_file(model, path, flag="--pretrained", ignore=("fc.",)):
+    """Load a local state dict (torchvision/timm layout); keys starting with `ignore`
+    (the ImageNet classifier) are skipped, any other mismatch is refused."""
     if not os.path.isfile(path):
-        raise PipelineError(f"--pretrained {path}: file not found; pass imagenet, none or a "
+        raise PipelineError(f"{flag} {path}: file not found; pass imagenet, none or a "
                             f"weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PipelineError(f"--pretrained {path}: cannot load ({e}); expected a state dict "
+        raise PipelineError(f"{flag} {path}: cannot load ({e}); expected a state dict "
                             f"saved with torch.save") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()
-             if not k.startswith(("fc.", "module.fc."))}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    skip = lambda k: bool(ignore) and k.startswith(ignore)  # noqa: E731
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not skip(k)}
+    own = {k: v for k, v in model.state_dict().items() if not skip(k)}
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or extra or wrong:
-        raise PipelineError(f"--pretrained {path}: does not match this backbone (missing "
+        raise PipelineError(f"{flag} {path}: does not match this backbone (missing "
                             f"{missing[:3]}, unexpected {extra[:3]}, shape mismatch {wrong[:3]}); "
                             f"pass the weights of the backbone you selected")
     model.load_state_dict(state, strict=False)

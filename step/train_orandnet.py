@@ -1,0 +1,37 @@
+"""Step train_orandnet: the OR->AND network on (OR, AND) map pairs of the infer list,
+one image per iteration with all its class maps in one batch -> sess/orandnet.pth."""
+import os
+
+import torch
+
+from misc.cam_io import cam_path
+from misc.errors import PipelineError
+from misc.orand import OrAndPairs
+from misc.trainer import FitConfig, fit, poly_lr
+from net.orandnet import build_orandnet, orand_loss, weights_meta
+from voc12.dataloader import VOC
+
+
+def run(args):
+    voc = VOC(args.voc12_root, args.result_dir)
+    ids = [i for i, k in voc.labels(voc.ids(args.infer_list)).items() if len(k)]
+    or_dir, and_dir = (os.path.join(args.result_dir, d) for d in ("or_cam", "and_cam"))
+    missing = [i for i in ids if not os.path.exists(cam_path(and_dir, i))]
+    if missing:
+        raise PipelineError(f"{and_dir}: {len(missing)} of {len(ids)} OR/AND files missing "
+                            f"(first: {missing[0]}); run step make_orand first")
+    model = build_orandnet(args.orand_net, args.orand_pretrained)
+    opt = torch.optim.SGD(model.parameters(), lr=args.orand_lr, momentum=args.orand_momentum,
+                          weight_decay=args.orand_weight_decay)
+    cfg = FitConfig(name="orandnet", sess_dir=args.sess_dir, device=args.device,
+                    max_iters=args.orand_iters, batch_size=1, seed=args.seed,
+                    num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
+                    compile=args.compile, meta=weights_meta(args.orand_net, args.orand_loss),
+                    preset=args.preset)
+
+    def loss(net, b):  # one image: its K class maps are the batch
+        return orand_loss(net(b["or"][0][:, None]), b["and"][0], args.orand_loss)
+    s = fit(model, opt, poly_lr(opt, args.orand_iters), OrAndPairs(voc, ids, or_dir, and_dir),
+            loss, cfg)
+    return (f"{len(ids)} images, {s['iters']} iterations, {args.orand_loss} loss "
+            f"{s['losses'][0] if s['losses'] else float('nan'):.4f} -> {s['final_loss']:.4f}")

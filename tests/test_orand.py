@@ -1,0 +1,198 @@
+"""ORANDNet: OR/AND against hand values, offsets and clipping, source agreement checks,
+batched == one-map-at-a-time, both losses learn (and ce's single-class hole), the
+foreign-CAM import with its pickle guard, and steps 7-12 end to end."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import run_sample
+from misc.cam_io import cam_path, load_cam, save_cam
+from misc.errors import PipelineError
+from misc.orand import load_sources, naive_ensemble, parse_sources, prob_and, prob_or
+from net.orandnet import FCN8s, SmallFCN, orand_loss, orandnet_cams
+
+
+def test_or_and_hand_values_two_and_three_sources():
+    a, b, c = np.array([0.5, 0.2, 1.0]), np.array([0.4, 0.0, 0.3]), np.array([0.5, 1.0, 0.1])
+    np.testing.assert_allclose(prob_or([a, b]), [0.7, 0.2, 1.0])  # a + b - ab
+    np.testing.assert_allclose(prob_and([a, b]), [0.2, 0.0, 0.3])  # ab
+    np.testing.assert_allclose(prob_or([a, b, c]), [0.85, 1.0, 1.0])  # 1 - (.5)(.6)(.5)
+    np.testing.assert_allclose(prob_and([a, b, c]), [0.1, 0.0, 0.03])
+
+
+def write(folder, img_id, keys, high):
+    high = np.asarray(high, np.float32)
+    save_cam(cam_path(folder, img_id), keys, high[:, ::4, ::4], high)
+
+
+def test_offset_clip_and_naive(tmp_path):
+    write(tmp_path / "a", "x", [3], np.full((1, 8, 8), 0.5))
+    write(tmp_path / "b", "x", [3], np.full((1, 8, 8), 0.95))
+    src = parse_sources(f"{tmp_path / 'a'},{tmp_path / 'b'}:0.15", "/unused")
+    assert src == [(str(tmp_path / "a"), 0.0), (str(tmp_path / "b"), 0.15)]
+    keys, maps = load_sources(src, "x", [3])
+    assert keys.tolist() == [3]
+    np.testing.assert_allclose(maps[1][1], 1.0)  # 0.95 + 0.15 clipped
+    np.testing.assert_allclose(prob_and([m[1] for m in maps]), 0.5)  # reference: 0.55
+    _, raw = load_sources(src, "x", [3], clip=False)
+    np.testing.assert_allclose(raw[1][1], 1.1, rtol=1e-3)
+    np.testing.assert_allclose(naive_ensemble([m[1] for m in raw]), 1.0, atol=1e-4)
+    with pytest.raises(PipelineError, match="at least two"):
+        parse_sources("cam", "/r")
+    with pytest.raises(PipelineError, match="not a number"):
+        parse_sources("cam,vit_cam:x", "/r")
+
+
+def test_sources_that_disagree_name_both_files(tmp_path):
+    write(tmp_path / "a", "x", [3, 5], np.zeros((2, 8, 8)))
+    write(tmp_path / "b", "x", [3, 5], np.zeros((2, 8, 12)))
+    src = [(str(tmp_path / "a"), 0), (str(tmp_path / "b"), 0)]
+    with pytest.raises(PipelineError, match=r"b/x.npz and .*a/x.npz disagree.*size"):
+        load_sources(src, "x", [3, 5])
+    write(tmp_path / "c", "x", [3], np.zeros((1, 8, 8)))
+    with pytest.raises(PipelineError, match=r"c/x.npz: keys \[3\] differ"):
+        load_sources([(str(tmp_path / "a"), 0), (str(tmp_path / "c"), 0)], "x", [3, 5])
+
+
+@pytest.mark.parametrize("net", [SmallFCN, lambda: FCN8s("none")])
+def test_batched_maps_equal_one_map_at_a_time(net):
+    torch.manual_seed(0)
+    model = net().eval()
+    for p in model.parameters():  # FCN's score layers start at zero: make the output non-trivial
+        p.data.add_(0.01 * torch.randn_like(p))
+    maps = torch.rand(3, 37, 50)
+    low, high = orandnet_cams(model, maps, "bce", torch.device("cpu"))
+    assert high.shape == (3, 37, 50) and low.shape == (3, 10, 13)
+    for k in range(3):
+        lo, hi = orandnet_cams(model, maps[k:k + 1], "bce", torch.device("cpu"))
+        torch.testing.assert_close(hi[0], high[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(lo[0], low[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bce", "ce"])
+def test_both_losses_decrease_on_a_fixed_example(kind):
+    torch.manual_seed(0)
+    model = SmallFCN(width=8)
+    x = torch.rand(2, 1, 24, 24)
+    y = (x[:, 0] * torch.tensor([0.9, 0.3])[:, None, None]).clamp(0, 1)  # AND-like targets
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = orand_loss(model(x), y, kind)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_ce_gives_no_gradient_for_a_single_class_image():
+    model = SmallFCN(width=4)
+    orand_loss(model(torch.rand(1, 1, 16, 16)), torch.rand(1, 16, 16), "ce").backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.parameters())
+    model.zero_grad()
+    orand_loss(model(torch.rand(1, 1, 16, 16)), torch.rand(1, 16, 16), "bce").backward()
+    assert any(p.grad.abs().max() > 0 for p in model.parameters())
+
+
+FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
+        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
+        "--cam_scales", "1.0", "--vit_iters", "1", "--vit_batch_size", "4", "--vit_img_size", "32",
+        "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "3"]
+
+
+@pytest.fixture(scope="module")
+def orand_run(toy_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("orand")
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps", "1-12"])
+    return work
+
+
+def test_steps_7_to_12(orand_run):
+    with open(orand_run / "result" / "eval" / "orandnet.json") as f:
+        r = json.load(f)
+    assert [row["name"] for row in r["rows"]] == ["cam", "vit_cam", "naive_cam", "or_cam",
+                                                 "and_cam", "orandnet_cam"]
+    fixed = {row["name"]: row["fixed"]["threshold"] for row in r["rows"]}
+    assert fixed == {"cam": 0.25, "vit_cam": 0.05, "naive_cam": 0.25, "or_cam": 0.25,
+                     "and_cam": 0.25, "orandnet_cam": 0.25}
+    for row in r["rows"]:
+        assert row["best"]["miou"] >= row["fixed"]["miou"]
+    # OR >= every source >= AND, pixel by pixel
+    res, vit = orand_run / "result" / "cam", orand_run / "result" / "vit_cam"
+    for f in os.listdir(res):
+        o, a = (load_cam(orand_run / "result" / d / f)["high_res"] for d in ("or_cam", "and_cam"))
+        r_, v = load_cam(res / f)["high_res"], np.clip(load_cam(vit / f)["high_res"] + 0.15, 0, 1)
+        assert (o >= np.maximum(r_, v) - 1e-3).all() and (a <= np.minimum(r_, v) + 1e-3).all()
+
+
+def foreign_files(orand_run, tmp_path, layout):
+    """Write the ResNet CAMs of the run in another project's pickled layout."""
+    src = tmp_path / layout
+    os.makedirs(src)
+    for f in os.listdir(orand_run / "result" / "cam"):
+        c = load_cam(orand_run / "result" / "cam" / f)
+        if layout == "irn":
+            d = {"keys": c["keys"], "cam": torch.from_numpy(c["cam"]), "high_res": c["high_res"]}
+        elif layout == "amn":
+            bg = np.full((1,) + c["high_res"].shape[1:], 0.3, np.float32)
+            d = {"keys": c["keys"], "high_res": np.concatenate([bg, c["high_res"]])}
+        else:
+            d = {int(k): m for k, m in zip(c["keys"], c["high_res"])}
+        np.save(src / f.replace(".npz", ".npy"), d, allow_pickle=True)
+    return src
+
+
+@pytest.mark.parametrize("layout", ["irn", "amn", "mctformer"])
+def test_import_round_trip_and_pickle_guard(orand_run, toy_root, tmp_path, layout):
+    src = foreign_files(orand_run, tmp_path, layout)
+    fmt = "mctformer" if layout == "mctformer" else "irn"
+    args = ["--voc12_root", toy_root, "--work_dir", str(orand_run), *FAST, "--steps",
+            "import_cams", "--import_dir", str(src), "--import_format", fmt,
+            "--import_name", f"imp_{layout}"]
+    with pytest.raises(PipelineError, match="pickled.*--trust_pickle"):
+        run_sample.main(args)
+    assert not os.path.exists(orand_run / "result" / f"imp_{layout}")
+    run_sample.main(args + ["--trust_pickle"])
+    for f in os.listdir(orand_run / "result" / "cam"):
+        a = load_cam(orand_run / "result" / "cam" / f)
+        b = load_cam(orand_run / "result" / f"imp_{layout}" / f)
+        assert a["keys"].tolist() == b["keys"].tolist()
+        np.testing.assert_allclose(a["high_res"], b["high_res"], atol=1e-3)
+        assert b["cam"].shape == a["cam"].shape
+
+
+def test_import_refuses_keys_that_are_not_the_labels(orand_run, toy_root, tmp_path):
+    src = foreign_files(orand_run, tmp_path, "mctformer")
+    f = sorted(os.listdir(src))[0]
+    d = np.load(src / f, allow_pickle=True).item()
+    np.save(src / f, {(k + 1) % 20: m for k, m in d.items()}, allow_pickle=True)
+    with pytest.raises(PipelineError, match=f"{f}: classes .* differ from the image's labels"):
+        run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST,
+                         "--steps", "import_cams", "--import_dir", str(src), "--import_format",
+                         "mctformer", "--trust_pickle"])
+
+
+def test_orand_on_three_sources(orand_run, toy_root):
+    shutil.copytree(orand_run / "result" / "cam", orand_run / "result" / "cam_copy",
+                    dirs_exist_ok=True)
+    work = orand_run
+    shutil.rmtree(work / "result" / "or_cam")
+    shutil.rmtree(work / "result" / "and_cam")
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps",
+                     "make_orand", "--orand_sources", "cam,vit_cam:0.15,cam_copy"])
+    for f in os.listdir(work / "result" / "cam"):
+        r = load_cam(work / "result" / "cam" / f)["high_res"]
+        v = np.clip(load_cam(work / "result" / "vit_cam" / f)["high_res"] + 0.15, 0, 1)
+        a = load_cam(work / "result" / "and_cam" / f)["high_res"]
+        np.testing.assert_allclose(a, r * r * v, atol=2e-3)
+
+
+def test_train_orandnet_before_make_orand(toy_root, tmp_path):
+    with pytest.raises(PipelineError, match="run step make_orand first"):
+        run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST,
+                         "--steps", "train_orandnet"])
