@@ -149,11 +149,11 @@ def main(argv=None):
     args.result_dir = os.path.join(args.work_dir, "result")
     from misc.torchutils import dist_env, resolve_device, seed_everything
     args.device = resolve_device(args.device)
-    seed_everything(args.seed)
     rank = dist_env()[0]
     timings = {}
     for name in parse_steps(args.steps or f"1-{len(STEPS)}"):
         t0 = time.time()
+        seed_everything(args.seed)  # a step's result must not depend on the steps run before it
         summary = importlib.import_module(f"step.{name}").run(args)
         timings[name] = round(time.time() - t0, 1)
         if rank == 0:

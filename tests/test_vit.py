@@ -104,7 +104,7 @@ def test_steps_4_to_6(toy_root, tmp_path, method, capsys):
         assert c["cam"].shape == (len(keys), (h + 3) // 4, (w + 3) // 4)
         for m in (c["cam"], c["high_res"]):
             flat = m.reshape(len(m), -1)
-            assert flat.min() >= 0 and np.allclose(flat.max(1), 1, atol=2e-3)  # min-max
+            assert flat.min() >= 0 and np.allclose(flat.max(1), 1, atol=1e-2)  # min-max (+1e-5)
     with open(tmp_path / "result" / "eval" / "eval_vit_cam.json") as f:
         r = json.load(f)
     d = r["disagreement_vs_resnet"]
@@ -120,3 +120,12 @@ def test_vit_weights_of_another_size_are_refused(toy_root, tmp_path):
     run_sample.main(args + ["--steps", "train_vit"])
     with pytest.raises(PipelineError, match="img_size"):
         run_sample.main(args + ["--steps", "make_vit_cam", "--vit_img_size", "48"])
+
+
+def test_a_step_does_not_depend_on_the_steps_run_before_it(toy_root, tmp_path):
+    base = ["--voc12_root", toy_root, *FAST]
+    run_sample.main(base + ["--work_dir", str(tmp_path / "a"), "--steps", "train_cam,train_vit"])
+    run_sample.main(base + ["--work_dir", str(tmp_path / "b"), "--steps", "train_vit"])
+    wa = torch.load(tmp_path / "a" / "sess" / "vit.pth", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "sess" / "vit.pth", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
