@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(RUN) bench/bench_cam.py --backbone resnet50 --crop 512 --batch 8 --iters 2 --image 500x375 --n_images 2
 	$(RUN) bench/bench_orandnet.py --net small_fcn --image 160x120 --classes 3 --n_images 10
 	$(RUN) bench/bench_orandnet.py --net fcn8s_vgg16 --image 500x375 --classes 2 --n_images 2
+	$(RUN) bench/bench_walk.py
 
 clean:
 	rm -rf sess result toy_voc

@@ -30,6 +30,10 @@ STEPS = [
     ("train_orandnet", "result/or_cam/, result/and_cam/", "sess/orandnet.pth (+ .ckpt)"),
     ("make_orandnet_cam", "sess/orandnet.pth, result/or_cam/", "result/orandnet_cam/<id>.npz"),
     ("eval_orandnet", "sources, naive, OR, AND, ORANDNet, masks", "result/eval/orandnet.json"),
+    ("cam_to_ir_label", "--sem_seg_cam_dir CAMs, VOC images", "result/ir_label/<id>.png"),
+    ("train_irn", "result/ir_label/, VOC images (+ sess/cam.pth)", "sess/irn.pth (+ .ckpt)"),
+    ("make_sem_seg_labels", "sess/irn.pth, --sem_seg_cam_dir CAMs", "result/sem_seg/<id>.png"),
+    ("eval_sem_seg", "result/sem_seg/, --sem_seg_cam_dir, masks", "result/eval/sem_seg.json"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -126,6 +130,25 @@ def build_parser():
     g.add_argument("--import_name", default="imported_cam", help="result/ folder to write")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
+    g = p.add_argument_group("IRN refinement (steps 13-16)")
+    g.add_argument("--sem_seg_cam_dir", default=None, help="CAM folder to refine (name or path)")
+    g.add_argument("--conf_fg_thres", type=float, default=None)
+    g.add_argument("--conf_bg_thres", type=float, default=None)
+    g.add_argument("--irn_trunk", default=None,
+                   help="cam (the CAM classifier's trunk) | imagenet | none | PATH")
+    g.add_argument("--irn_backbone", default=None, help="trunk backbone unless --irn_trunk cam")
+    g.add_argument("--irn_crop_size", type=int, default=None)
+    g.add_argument("--irn_batch_size", type=int, default=None, help="per process")
+    g.add_argument("--irn_epochs", type=int, default=None)
+    g.add_argument("--irn_iters", type=int, default=None, help="overrides --irn_epochs")
+    g.add_argument("--irn_lr", type=float, default=None)
+    g.add_argument("--irn_weight_decay", type=float, default=None)
+    g.add_argument("--irn_momentum", type=float, default=None)
+    g.add_argument("--irn_radius", type=int, default=None, help="pair-label radius (training)")
+    g.add_argument("--walk_radius", type=int, default=None, help="affinity radius of the walk")
+    g.add_argument("--beta", type=float, default=None, help="affinity power")
+    g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")
+    g.add_argument("--sem_seg_bg_thres", type=float, default=None)
     return p
 
 
@@ -133,7 +156,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list_steps:
         for n, (name, reads, writes) in enumerate(STEPS, 1):
-            print(f"{n:>2}  {name:<12} reads: {reads:<42} writes: {writes}")
+            print(f"{n:>2}  {name:<20} reads: {reads:<46} writes: {writes}")
         return 0
     if args.demo:
         args.preset = "toy"

@@ -21,6 +21,12 @@ PRESETS = {
         orand_sources="cam,vit_cam:0.15", orand_net="fcn8s_vgg16", orand_pretrained="imagenet",
         orand_loss="bce", orand_iters=5000, orand_lr=1e-3, orand_momentum=0.9,
         orand_weight_decay=1e-4, orand_eval_thres=0.25,
+        # IRN refinement (REFERENCE.md, "IRN labels", "IRN", "random walk")
+        sem_seg_cam_dir="orandnet_cam", conf_fg_thres=0.30, conf_bg_thres=0.05,
+        irn_trunk="imagenet", irn_backbone="resnet50", irn_crop_size=512, irn_batch_size=32,
+        irn_epochs=3, irn_lr=0.1, irn_weight_decay=1e-4,
+        irn_momentum=1e-4,  # IRN's poly optimiser quirk again: momentum = weight decay
+        irn_radius=10, walk_radius=5, beta=10.0, exp_times=8, sem_seg_bg_thres=0.30,
     ),
     "toy": dict(
         train_list="train_aug", infer_list="train", num_workers=0,
@@ -39,6 +45,11 @@ PRESETS = {
         orand_sources="cam,vit_cam:0.15", orand_net="small_fcn", orand_pretrained="none",
         orand_loss="bce", orand_iters=600, orand_lr=0.05, orand_momentum=0.9,
         orand_weight_decay=1e-4, orand_eval_thres=0.25,
+        # the boundary net reuses the trained CAM trunk (no ImageNet ResNet offline)
+        sem_seg_cam_dir="orandnet_cam", conf_fg_thres=0.30, conf_bg_thres=0.05,
+        irn_trunk="cam", irn_backbone="resnet18", irn_crop_size=128, irn_batch_size=16,
+        irn_epochs=30, irn_lr=0.1, irn_weight_decay=1e-4, irn_momentum=0.9,
+        irn_radius=5, walk_radius=5, beta=10.0, exp_times=8, sem_seg_bg_thres=0.30,
     ),
 }
 

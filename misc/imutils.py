@@ -107,13 +107,22 @@ def random_resize_long(img, low, high, rng):
     return rescale(img, target / max(img.shape[:2]))
 
 
-def random_crop(img, size, rng, pad_value=0):
+def random_crop(img, size, rng, pad_value=0, label=None):
     """A size x size crop at a random place; smaller images are padded (after
-    normalisation, 0 is the mean colour)."""
+    normalisation, 0 is the mean colour). With `label` (HxW), the same crop of it is
+    returned too, padded with 255 (ignore): (img_crop, label_crop)."""
     h, w = img.shape[:2]
-    out = np.full((size, size) + img.shape[2:], pad_value, img.dtype)
     ch, cw = min(size, h), min(size, w)
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))  # source
     oy, ox = int(rng.integers(0, size - ch + 1)), int(rng.integers(0, size - cw + 1))  # target
-    out[oy:oy + ch, ox:ox + cw] = img[y0:y0 + ch, x0:x0 + cw]
-    return out
+
+    def crop(a, fill):
+        out = np.full((size, size) + a.shape[2:], fill, a.dtype)
+        out[oy:oy + ch, ox:ox + cw] = a[y0:y0 + ch, x0:x0 + cw]
+        return out
+    return crop(img, pad_value) if label is None else (crop(img, pad_value), crop(label, 255))
+
+
+def resize_label(label, h, w):
+    """Nearest-neighbour resize of a label map (ids never blend)."""
+    return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)

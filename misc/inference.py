@@ -1,5 +1,6 @@
-"""What the CAM-making steps share: the infer list, sharding across ranks, skipping
-finished images, the loop with its progress bar, and atomic CAM files."""
+"""What the per-image steps share: the infer list, sharding across ranks, skipping
+finished images, the loop with its progress bar, and atomic outputs (CAM .npz files
+or label PNGs)."""
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ from tqdm import tqdm
 
 from misc.cam_io import cam_path, save_cam
 from misc.fileio import remove_stale_tmp
+from misc.imutils import save_label_png
 from misc.torchutils import barrier, dist_env, shard
 from voc12.dataloader import VOC
 
@@ -16,11 +18,17 @@ def _numpy(x):
     return x.float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float32)
 
 
-def make_cam_folder(args, folders, make_dataset, cam_fn, ids=None):
-    """Write result/<folder>/<id>.npz for every folder and every id of args.infer_list
-    (or `ids`). make_dataset(voc, ids) gives items with "id" and "keys"; cam_fn(item)
-    returns (cam, high_res) for one folder, or {folder: (cam, high_res)} for several
-    (torch or numpy). An image is skipped when all its files exist. Returns a summary."""
+def out_path(folder, img_id, ext):
+    return os.path.join(folder, f"{img_id}{ext}")
+
+
+def process_images(args, folders, make_dataset, cam_fn, ids=None, ext=".npz"):
+    """Write result/<folder>/<id><ext> for every folder and every id of args.infer_list
+    (or `ids`). make_dataset(voc, ids) gives items with "id" (and "keys" for .npz);
+    cam_fn(item) returns, for one folder, (cam, high_res) maps (.npz, torch or numpy) or
+    an HxW label map (.png), or {folder: that} for several. An image is skipped when all
+    its files exist. Heavy per-image work can run in make_dataset's __getitem__: it is
+    spread over --num_workers processes. Returns a summary."""
     one = isinstance(folders, str)
     folders = [folders] if one else list(folders)
     voc = VOC(args.voc12_root, args.result_dir)
@@ -31,15 +39,18 @@ def make_cam_folder(args, folders, make_dataset, cam_fn, ids=None):
     for out in outs:
         remove_stale_tmp(out)  # partial files of a killed run
     mine = shard(ids)
-    todo = [i for i in mine if not all(os.path.exists(cam_path(o, i)) for o in outs)]
+    todo = [i for i in mine if not all(os.path.exists(out_path(o, i, ext)) for o in outs)]
     data = make_dataset(voc, todo)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.num_workers)
     for item in tqdm(loader, total=len(data), desc="+".join(folders), disable=dist_env()[0] != 0):
         maps = cam_fn(item)
         maps = {folders[0]: maps} if one else maps
         for f, out in zip(folders, outs):
-            low, high = maps[f]
-            save_cam(cam_path(out, item["id"]), item["keys"], _numpy(low), _numpy(high))
+            if ext == ".png":
+                save_label_png(out_path(out, item["id"], ext), _numpy(maps[f]).astype(np.uint8))
+            else:
+                low, high = maps[f]
+                save_cam(cam_path(out, item["id"]), item["keys"], _numpy(low), _numpy(high))
     barrier()
     return (f"{len(todo)} images written, {len(mine) - len(todo)} already done -> "
             f"{', '.join(outs)}")

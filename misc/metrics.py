@@ -129,3 +129,22 @@ def firing_disagreement(voc, ids, dir_a, thr_a, dir_b, thr_b):
         counts += [(a & ~b).sum(), (~a & b).sum(), (a & b).sum(), (~a & ~b).sum()]
     total = max(int(counts.sum()), 1)
     return dict(zip(("a_only", "b_only", "both", "neither"), (counts / total).tolist()))
+
+
+def evaluate_label_dir(voc, ids, folder, producer):
+    """Score a folder of label PNGs (<id>.png, ids 0-20; a 255 in a prediction counts as
+    background) against the masks of `ids`; returns scores() plus n_images."""
+    from misc.imutils import read_label
+    paths = [os.path.join(folder, f"{i}.png") for i in ids]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise PipelineError(f"{folder}: {len(missing)} of {len(ids)} label PNGs missing "
+                            f"(first: {missing[0]}); run step {producer} first")
+    conf = np.zeros((N_LABELS, N_LABELS), np.int64)
+    for i, p in tqdm(list(zip(ids, paths)), desc=f"eval {os.path.basename(folder)}"):
+        pred, gt = read_label(p), voc.mask(i)
+        if pred.shape != gt.shape:
+            raise PipelineError(f"{p}: size {pred.shape} differs from the mask {gt.shape}; "
+                                f"rerun step {producer}")
+        conf += confusion(np.where(pred == IGNORE, 0, pred), gt)
+    return {**scores(conf), "n_images": len(ids)}

@@ -10,6 +10,11 @@ from misc.cam_io import cam_path, load_cam, normalize_max
 from misc.errors import PipelineError
 
 
+def result_folder(name, result_dir):
+    """A CAM folder given as a name under result/ or as a path."""
+    return name if os.path.isabs(name) or os.sep in name else os.path.join(result_dir, name)
+
+
 def parse_sources(spec, result_dir):
     """'cam,vit_cam:0.15' -> [(folder path, offset)]; bare names live under result_dir."""
     out = []
@@ -19,7 +24,7 @@ def parse_sources(spec, result_dir):
             off = float(off)
         except ValueError:
             raise PipelineError(f"--orand_sources: offset of '{part}' is not a number") from None
-        out.append((path if os.path.isabs(path) else os.path.join(result_dir, path), off))
+        out.append((result_folder(path, result_dir), off))
     if len(out) < 2:
         raise PipelineError(f"--orand_sources '{spec}': need at least two CAM folders")
     return out

@@ -1,7 +1,7 @@
 """Step make_cam: multi-scale + flip ResNet CAMs of the infer list -> result/cam/<id>.npz."""
 import os
 
-from misc.inference import make_cam_folder
+from misc.inference import process_images
 from misc.torchutils import autocast
 from misc.trainer import load_weights
 from net.resnet_cam import CAMNet, multiscale_cams, weights_meta
@@ -17,5 +17,5 @@ def run(args):
         imgs = [x.to(args.device, non_blocking=True) for x in item["imgs"]]
         with autocast(args.device):
             return multiscale_cams(model, imgs, item["size"], item["keys"])
-    return make_cam_folder(args, "cam", lambda voc, ids: MultiScaleDataset(voc, ids, args.cam_scales),
+    return process_images(args, "cam", lambda voc, ids: MultiScaleDataset(voc, ids, args.cam_scales),
                            cams)

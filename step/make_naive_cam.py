@@ -1,7 +1,7 @@
 """Step make_naive_cam: the naive-ensemble baseline, mean of the sources plus their
 offsets (not clipped, as in the reference), ReLU, per-class max normalisation
 -> result/naive_cam/<id>.npz."""
-from misc.inference import make_cam_folder
+from misc.inference import process_images
 from misc.orand import SourcesDataset, naive_ensemble, parse_sources
 
 
@@ -11,5 +11,5 @@ def run(args):
     def naive(item):
         lows, highs = zip(*item["maps"])
         return naive_ensemble(lows), naive_ensemble(highs)
-    return make_cam_folder(args, "naive_cam",
+    return process_images(args, "naive_cam",
                            lambda voc, ids: SourcesDataset(voc, ids, sources, clip=False), naive)

@@ -3,7 +3,7 @@ class maps of an image in one batch; non-negative output, per-class max normalis
 -> result/orandnet_cam/<id>.npz."""
 import os
 
-from misc.inference import make_cam_folder
+from misc.inference import process_images
 from misc.orand import CamFolderDataset
 from misc.trainer import load_weights
 from net.orandnet import build_orandnet, orandnet_cams, weights_meta
@@ -15,6 +15,6 @@ def run(args):
                  weights_meta(args.orand_net, args.orand_loss))
     model.to(args.device).eval()
     or_dir = os.path.join(args.result_dir, "or_cam")
-    return make_cam_folder(
+    return process_images(
         args, "orandnet_cam", lambda voc, ids: CamFolderDataset(voc, ids, or_dir),
         lambda item: orandnet_cams(model, item["maps"], args.orand_loss, args.device))

@@ -3,7 +3,7 @@ min-max normalised per class -> result/vit_cam/<id>.npz."""
 import os
 
 from misc.cam_io import normalize_minmax, to_cam_sizes
-from misc.inference import make_cam_folder
+from misc.inference import process_images
 from misc.torchutils import autocast
 from misc.trainer import load_weights
 from net.vit_cam import ViTClassifier, vit_cams, weights_meta
@@ -23,6 +23,6 @@ def run(args):
             maps = vit_cams(model, x, item["keys"], args.vit_cam_method)
         low, high = to_cam_sizes(maps, item["size"])
         return normalize_minmax(low), normalize_minmax(high)
-    return make_cam_folder(
+    return process_images(
         args, "vit_cam", lambda voc, ids: MultiScaleDataset(voc, ids, square=args.vit_img_size),
         cams)

@@ -182,6 +182,40 @@ class TrainDataset(torch.utils.data.Dataset):
         return {"img": torch.from_numpy(imutils.hwc_to_chw(img)), "label": torch.from_numpy(label)}
 
 
+class LabelTrainDataset(torch.utils.data.Dataset):
+    """Augmented (image, label map) pairs for dense training, labels read from
+    `label_dir/<id>.png` (or the ground truth when label_dir is None): random rescale in
+    scale_range, flip, crop (label padded with 255). Indexed by (epoch, index) like
+    TrainDataset, so augmentation depends only on (seed, epoch, index)."""
+
+    def __init__(self, voc, ids, label_dir, crop_size, scale_range=(1.0, 1.0), seed=0):
+        self.voc, self.ids, self.label_dir, self.seed = voc, list(ids), label_dir, seed
+        self.crop_size, self.scale_range = crop_size, scale_range
+
+    def __len__(self):
+        return len(self.ids)
+
+    def label(self, img_id):
+        if self.label_dir is None:
+            return self.voc.mask(img_id)
+        return imutils.read_label(os.path.join(self.label_dir, f"{img_id}.png"))
+
+    def __getitem__(self, key):
+        epoch, idx = key
+        rng = np.random.default_rng((self.seed, epoch, idx))
+        img_id = self.ids[idx]
+        img, label = self.voc.image(img_id), self.label(img_id)
+        s = rng.uniform(*self.scale_range)
+        if s != 1:
+            h, w = max(1, round(img.shape[0] * s)), max(1, round(img.shape[1] * s))
+            img, label = imutils.resize(img, h, w), imutils.resize_label(label, h, w)
+        if rng.random() < 0.5:
+            img, label = img[:, ::-1], label[:, ::-1]
+        img, label = imutils.random_crop(imutils.normalize(img), self.crop_size, rng, label=label)
+        return {"img": torch.from_numpy(imutils.hwc_to_chw(img)),
+                "label": torch.from_numpy(np.ascontiguousarray(label)).long()}
+
+
 class MultiScaleDataset(torch.utils.data.Dataset):
     """One image at several scales (normalised CHW tensors) plus its id, size and classes.
     With `square`, the image is first resized to square x square (the ViT's input)."""

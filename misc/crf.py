@@ -1,0 +1,34 @@
+"""The dense CRF (pydensecrf2) used to clean labels: IRN's settings from REFERENCE.md."""
+import numpy as np
+
+
+def crf_labels(img, labels, n_labels, iters=10, gt_prob=0.7):
+    """Refine an HxW map of label indices in [0, n_labels) on an HxWx3 uint8 image:
+    unary from the labels (confidence gt_prob), Gaussian (sxy 3, compat 3) and bilateral
+    (sxy 50, srgb 5, compat 10) pairwise terms. Returns HxW label indices."""
+    import pydensecrf.densecrf as dcrf  # compiled extension: imported where it is used
+    from pydensecrf.utils import unary_from_labels
+    h, w = labels.shape
+    d = dcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.array(img, np.uint8, order="C"), compat=10)
+    q = np.array(d.inference(iters)).reshape(n_labels, h, w)
+    return q.argmax(0)
+
+
+def confident_labels(img, maps, keys, fg_thres, bg_thres):
+    """IRN's training labels from CAMs (K,H,W) of classes `keys` (0-based): the CRF-smoothed
+    argmax with a background score of fg_thres (foreground-confident) and of bg_thres
+    (background-confident). Confident class where the first says foreground, 0 where
+    both say background, 255 elsewhere. Returns HxW uint8 label ids."""
+    ids = np.concatenate([[0], np.asarray(keys, np.int64) + 1])
+
+    def crf_at(thres):
+        score = np.concatenate([np.full((1,) + maps.shape[1:], thres, np.float32), maps])
+        return ids[crf_labels(img, score.argmax(0), len(ids))]
+    fg, bg = crf_at(fg_thres), crf_at(bg_thres)
+    out = fg.astype(np.uint8)
+    out[fg == 0] = 255
+    out[(fg == 0) & (bg == 0)] = 0
+    return out
