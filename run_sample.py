@@ -34,6 +34,10 @@ STEPS = [
     ("train_irn", "result/ir_label/, VOC images (+ sess/cam.pth)", "sess/irn.pth (+ .ckpt)"),
     ("make_sem_seg_labels", "sess/irn.pth, --sem_seg_cam_dir CAMs", "result/sem_seg/<id>.png"),
     ("eval_sem_seg", "result/sem_seg/, --sem_seg_cam_dir, masks", "result/eval/sem_seg.json"),
+    ("train_seg", "--seg_label_dir PMs (or GT), VOC images", "sess/<seg_tag>.pth (+ .ckpt)"),
+    ("make_seg", "sess/<seg_tag>.pth, --seg_splits images", "result/<seg_tag>/<split>/<id>.png"),
+    ("eval_seg", "result/<seg_tag>/val/, val masks", "result/eval/<seg_tag>.json"),
+    ("make_submission", "result/<seg_tag>/test/", "result/<seg_tag>_comp6_test.tar.gz"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -64,14 +68,16 @@ def ints(s):
     return tuple(int(x) for x in s.split(","))
 
 
-def add_classifier_flags(g, prefix):
-    """The training and evaluation flags every classifier (cam, vit) has."""
-    for name, typ, help_ in (
-            ("epochs", int, None), ("iters", int, f"overrides --{prefix}_epochs"),
+def add_training_flags(g, prefix, classifier=False):
+    """The optimisation flags every trainer has; classifiers (cam, vit) add their random
+    long-side resize and the threshold of their evaluation."""
+    rows = [("epochs", int, None), ("iters", int, f"overrides --{prefix}_epochs"),
             ("batch_size", int, "per process"), ("lr", float, "backbone lr; head gets 10x"),
-            ("weight_decay", float, None), ("momentum", float, None),
-            ("resize_long", ints, "LOW,HIGH random long side"),
-            ("eval_thres", float, "background score of the fixed-threshold row")):
+            ("weight_decay", float, None), ("momentum", float, None)]
+    if classifier:
+        rows += [("resize_long", ints, "LOW,HIGH random long side"),
+                 ("eval_thres", float, "background score of the fixed-threshold row")]
+    for name, typ, help_ in rows:
         g.add_argument(f"--{prefix}_{name}", type=typ, default=None, help=help_)
 
 
@@ -102,7 +108,7 @@ def build_parser():
     g.add_argument("--cam_freeze_stem", action=b, default=None)
     g.add_argument("--cam_crop_size", type=int, default=None)
     g.add_argument("--cam_scales", type=floats, default=None, help="CAM inference scales")
-    add_classifier_flags(g, "cam")
+    add_training_flags(g, "cam", classifier=True)
     g = p.add_argument_group("ViT CAMs (steps 4-6)")
     g.add_argument("--vit_backbone", default=None, help="any timm class-token ViT/DeiT name")
     g.add_argument("--vit_img_size", type=int, default=None, help="train crop = CAM input size")
@@ -111,7 +117,7 @@ def build_parser():
     g.add_argument("--vit_pretrained", default=None, help="imagenet | none | PATH to weights")
     g.add_argument("--vit_grad_clip", type=float, default=None, help="max grad norm; 0 = off")
     g.add_argument("--vit_cam_method", choices=["attribution", "gradcam"], default=None)
-    add_classifier_flags(g, "vit")
+    add_training_flags(g, "vit", classifier=True)
     g = p.add_argument_group("ORANDNet (steps 7-12)")
     g.add_argument("--orand_sources", default=None,
                    help="CAM folders DIR[:offset],... (names under result/ or paths)")
@@ -138,17 +144,32 @@ def build_parser():
                    help="cam (the CAM classifier's trunk) | imagenet | none | PATH")
     g.add_argument("--irn_backbone", default=None, help="trunk backbone unless --irn_trunk cam")
     g.add_argument("--irn_crop_size", type=int, default=None)
-    g.add_argument("--irn_batch_size", type=int, default=None, help="per process")
-    g.add_argument("--irn_epochs", type=int, default=None)
-    g.add_argument("--irn_iters", type=int, default=None, help="overrides --irn_epochs")
-    g.add_argument("--irn_lr", type=float, default=None)
-    g.add_argument("--irn_weight_decay", type=float, default=None)
-    g.add_argument("--irn_momentum", type=float, default=None)
+    add_training_flags(g, "irn")
     g.add_argument("--irn_radius", type=int, default=None, help="pair-label radius (training)")
     g.add_argument("--walk_radius", type=int, default=None, help="affinity radius of the walk")
     g.add_argument("--beta", type=float, default=None, help="affinity power")
     g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")
     g.add_argument("--sem_seg_bg_thres", type=float, default=None)
+    g = p.add_argument_group("segmenter (steps 17-20)")
+    g.add_argument("--seg_tag", default="seg", help="names the weights, outputs and report")
+    g.add_argument("--seg_backbone", default=None, help="resnet101 | vgg16 | a timm ResNet")
+    g.add_argument("--seg_pretrained", default=None, help="imagenet | cam | none | PATH")
+    g.add_argument("--seg_label_source", choices=["pseudo", "gt"], default=None,
+                   help="gt: the fully supervised upper bound")
+    g.add_argument("--seg_label_dir", default=None, help="pseudo-mask folder (name or path)")
+    g.add_argument("--seg_train_list", default=None, help="default: --infer_list")
+    g.add_argument("--seg_scale_schedule", default=None,
+                   help="curriculum scale:share,...; 1.0:1 turns it off")
+    g.add_argument("--seg_crop_size", type=int, default=None)
+    add_training_flags(g, "seg")
+    g.add_argument("--seg_scale_range", type=floats, default=None, help="random rescale LOW,HIGH")
+    g.add_argument("--seg_fov", type=int, default=None, help="fc6 dilation (LargeFOV: 12)")
+    g.add_argument("--seg_width", type=int, default=None, help="fc6/fc7 channels")
+    g.add_argument("--seg_dropout", type=float, default=None, help="dropout after fc6 and fc7")
+    g.add_argument("--seg_infer_scales", type=floats, default=None)
+    g.add_argument("--seg_crf", action=b, default=None, help="dense CRF on predictions")
+    g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
+    g.add_argument("--seg_eval_list", default=None)
     return p
 
 

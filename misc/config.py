@@ -27,6 +27,14 @@ PRESETS = {
         irn_epochs=3, irn_lr=0.1, irn_weight_decay=1e-4,
         irn_momentum=1e-4,  # IRN's poly optimiser quirk again: momentum = weight decay
         irn_radius=10, walk_radius=5, beta=10.0, exp_times=8, sem_seg_bg_thres=0.30,
+        # DeepLab-v1 LargeFOV segmenter; the reference ships none: DeepLab-v1's own settings
+        seg_backbone="resnet101", seg_pretrained="imagenet", seg_label_source="pseudo",
+        seg_label_dir="sem_seg", seg_scale_schedule="0.5:0.3,0.75:0.3,1.0:0.4",
+        seg_crop_size=321, seg_batch_size=10, seg_epochs=20, seg_lr=1e-3, seg_momentum=0.9,
+        seg_weight_decay=5e-4, seg_scale_range=(0.5, 1.5), seg_fov=12, seg_width=1024,
+        seg_dropout=0.5,
+        seg_infer_scales=(1.0, 0.75, 1.25), seg_crf=True, seg_splits="val,test",
+        seg_eval_list="val",
     ),
     "toy": dict(
         train_list="train_aug", infer_list="train", num_workers=0,
@@ -50,6 +58,14 @@ PRESETS = {
         irn_trunk="cam", irn_backbone="resnet18", irn_crop_size=128, irn_batch_size=16,
         irn_epochs=30, irn_lr=0.1, irn_weight_decay=1e-4, irn_momentum=0.9,
         irn_radius=5, walk_radius=5, beta=10.0, exp_times=8, sem_seg_bg_thres=0.30,
+        # the CAM classifier's trunk stands in for ImageNet weights (image labels only)
+        seg_backbone="resnet18", seg_pretrained="cam", seg_label_source="pseudo",
+        seg_label_dir="sem_seg", seg_scale_schedule="0.5:0.3,0.75:0.3,1.0:0.4",
+        seg_crop_size=96, seg_batch_size=8, seg_epochs=35, seg_lr=0.01, seg_momentum=0.9,
+        seg_weight_decay=1e-4, seg_scale_range=(0.7, 1.3), seg_fov=4, seg_width=256,
+        seg_dropout=0.0,  # 100 training images: dropout only slowed learning here
+        seg_infer_scales=(1.0,), seg_crf=False, seg_splits="val,test",
+        seg_eval_list="val",
     ),
 }
 

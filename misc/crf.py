@@ -32,3 +32,16 @@ def confident_labels(img, maps, keys, fg_thres, bg_thres):
     out[fg == 0] = 255
     out[(fg == 0) & (bg == 0)] = 0
     return out
+
+
+def crf_probs(img, probs, iters=10):
+    """Dense-CRF refinement of class probabilities (C,H,W) with the same pairwise terms;
+    returns HxW class indices (DeepLab's post-processing)."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    c, h, w = probs.shape
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.clip(probs, 1e-8, 1))))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.array(img, np.uint8, order="C"), compat=10)
+    return np.array(d.inference(iters)).reshape(c, h, w).argmax(0)

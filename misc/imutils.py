@@ -88,9 +88,9 @@ def hwc_to_chw(img):
     return np.ascontiguousarray(np.transpose(img, (2, 0, 1)))
 
 
-def resize(img, h, w):
-    """Bilinear resize to h x w."""
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+def resize(img, h, w, area=False):
+    """Bilinear (or area-averaging, for clean downsampling) resize to h x w."""
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
 def rescale(img, scale):
@@ -121,6 +121,20 @@ def random_crop(img, size, rng, pad_value=0, label=None):
         out[oy:oy + ch, ox:ox + cw] = a[y0:y0 + ch, x0:x0 + cw]
         return out
     return crop(img, pad_value) if label is None else (crop(img, pad_value), crop(label, 255))
+
+
+def majority_downsample(label, h, w, n_labels=21, ignore=255):
+    """Downsample a label map to h x w by an area-weighted vote over one-hot labels: each
+    output cell takes the label covering most of its area; 255 does not vote (a cell
+    with no labelled pixel becomes 255). A blob smaller than a cell is outvoted."""
+    onehot = np.zeros(label.shape + (n_labels,), np.float32)
+    valid = label != ignore
+    onehot[valid, label[valid]] = 1
+    votes = np.stack([cv2.resize(onehot[..., c], (w, h), interpolation=cv2.INTER_AREA)
+                      for c in range(n_labels)], -1)
+    out = votes.argmax(-1).astype(np.uint8)
+    out[votes.max(-1) <= 0] = ignore
+    return out
 
 
 def resize_label(label, h, w):

@@ -2,7 +2,7 @@
 batches, DDP under torchrun, bf16 autocast + channels_last on CUDA, optional
 torch.compile, progress bar, atomic checkpoints with resume, final weights with
 metadata. A trainer supplies a model, an optimiser, a dataset indexed by
-(epoch, index) and a loss function."""
+(epoch, index, iteration) and a loss function."""
 import math
 import os
 import time
@@ -37,7 +37,7 @@ class FitConfig:
 
 
 class BatchPlan(torch.utils.data.Sampler):
-    """Batches of (epoch, index) for iterations [start, stop): a permutation per epoch
+    """Batches of (epoch, index, iteration) for iterations [start, stop): a permutation per epoch
     seeded by (seed, epoch), cut into global batches, each split across ranks. The
     union of the ranks' batches is the single-process batch of the same global size."""
 
@@ -59,7 +59,7 @@ class BatchPlan(torch.utils.data.Sampler):
             if epoch != perm_epoch:
                 perm_epoch, perm = epoch, np.random.default_rng((self.seed, epoch)).permutation(self.n)
             g = perm[b * self.b * self.world:(b + 1) * self.b * self.world]
-            yield [(epoch, int(i)) for i in g[self.rank * self.b:(self.rank + 1) * self.b]]
+            yield [(epoch, int(i), it) for i in g[self.rank * self.b:(self.rank + 1) * self.b]]
 
 
 def iters_for(n_images, epochs, batch_size, world=1):

@@ -18,9 +18,10 @@ def test_batch_plan_shards_union_is_the_single_process_batch():
     for a, b, c in zip(one, r0, r1):
         assert a == b + c
     # each epoch visits every index once; epochs reshuffle
-    e0 = sorted(i for b in one[:5] for _, i in b)
+    e0 = sorted(i for b in one[:5] for _, i, _ in b)
     assert e0 == list(range(20)) and one[0] != one[5]
-    assert {e for b in one[5:] for e, _ in b} == {1}
+    assert {e for b in one[5:] for e, _, _ in b} == {1}
+    assert [{t for _, _, t in b} for b in one] == [{t} for t in range(10)]
 
 
 def test_batch_plan_resume_offset_and_drop_last():
@@ -49,7 +50,7 @@ class Points(torch.utils.data.Dataset):
         return 8
 
     def __getitem__(self, key):
-        _, i = key
+        i = key[1]
         return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
 
 

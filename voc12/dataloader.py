@@ -170,7 +170,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, key):
-        epoch, idx = key
+        epoch, idx = key[:2]
         rng = np.random.default_rng((self.seed, epoch, idx))
         img_id = self.ids[idx]
         img = imutils.random_resize_long(self.voc.image(img_id), *self.resize_long, rng)
@@ -182,15 +182,41 @@ class TrainDataset(torch.utils.data.Dataset):
         return {"img": torch.from_numpy(imutils.hwc_to_chw(img)), "label": torch.from_numpy(label)}
 
 
+def parse_schedule(spec):
+    """'0.5:0.3,0.75:0.3,1.0:0.4' (scale : share of iterations) -> [(scale, share)]."""
+    try:
+        sched = [(float(a), float(b)) for a, b in (p.split(":") for p in spec.split(","))]
+    except ValueError:
+        raise PipelineError(f"--seg_scale_schedule '{spec}': expected scale:share,...") from None
+    if abs(sum(b for _, b in sched) - 1) > 1e-6 or any(not 0 < a <= 1 for a, _ in sched):
+        raise PipelineError(f"--seg_scale_schedule '{spec}': shares must sum to 1 and scales "
+                            f"lie in (0, 1]")
+    return sched
+
+
+def scale_at(schedule, it, max_iters):
+    """The curriculum scale of iteration `it` of max_iters."""
+    end = 0.0
+    for scale, share in schedule:
+        end += share * max_iters
+        if it < round(end):
+            return scale
+    return schedule[-1][0]
+
+
 class LabelTrainDataset(torch.utils.data.Dataset):
     """Augmented (image, label map) pairs for dense training, labels read from
-    `label_dir/<id>.png` (or the ground truth when label_dir is None): random rescale in
-    scale_range, flip, crop (label padded with 255). Indexed by (epoch, index) like
-    TrainDataset, so augmentation depends only on (seed, epoch, index)."""
+    `label_dir/<id>.png` (or the ground truth when label_dir is None). With a curriculum
+    `schedule`, image and label are first downsampled to the iteration's scale (label by
+    majority vote, so blobs smaller than a cell vanish); then random rescale in
+    scale_range, flip, crop (label padded with 255). Indexed by (epoch, index, iteration):
+    augmentation depends only on (seed, epoch, index)."""
 
-    def __init__(self, voc, ids, label_dir, crop_size, scale_range=(1.0, 1.0), seed=0):
+    def __init__(self, voc, ids, label_dir, crop_size, scale_range=(1.0, 1.0), seed=0,
+                 schedule=None, max_iters=1):
         self.voc, self.ids, self.label_dir, self.seed = voc, list(ids), label_dir, seed
         self.crop_size, self.scale_range = crop_size, scale_range
+        self.schedule, self.max_iters = schedule, max_iters
 
     def __len__(self):
         return len(self.ids)
@@ -201,10 +227,14 @@ class LabelTrainDataset(torch.utils.data.Dataset):
         return imutils.read_label(os.path.join(self.label_dir, f"{img_id}.png"))
 
     def __getitem__(self, key):
-        epoch, idx = key
+        epoch, idx, it = key
         rng = np.random.default_rng((self.seed, epoch, idx))
         img_id = self.ids[idx]
         img, label = self.voc.image(img_id), self.label(img_id)
+        c = scale_at(self.schedule, it, self.max_iters) if self.schedule else 1.0
+        if c != 1:
+            h, w = max(1, round(img.shape[0] * c)), max(1, round(img.shape[1] * c))
+            img, label = imutils.resize(img, h, w, area=True), imutils.majority_downsample(label, h, w)
         s = rng.uniform(*self.scale_range)
         if s != 1:
             h, w = max(1, round(img.shape[0] * s)), max(1, round(img.shape[1] * s))
@@ -218,10 +248,12 @@ class LabelTrainDataset(torch.utils.data.Dataset):
 
 class MultiScaleDataset(torch.utils.data.Dataset):
     """One image at several scales (normalised CHW tensors) plus its id, size and classes.
-    With `square`, the image is first resized to square x square (the ViT's input)."""
+    With `square`, the image is first resized to square x square (the ViT's input); with
+    `raw`, the uint8 image comes along (for a CRF)."""
 
-    def __init__(self, voc, ids, scales=(1.0,), square=None):
+    def __init__(self, voc, ids, scales=(1.0,), square=None, raw=False):
         self.voc, self.ids, self.scales, self.square = voc, list(ids), scales, square
+        self.raw = raw
         self.labels = voc.labels(self.ids)
 
     def __len__(self):
@@ -235,4 +267,7 @@ class MultiScaleDataset(torch.utils.data.Dataset):
             img = imutils.resize(img, self.square, self.square)
         ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
                for s in self.scales]
-        return {"id": img_id, "size": size, "keys": self.labels[img_id], "imgs": ims}
+        item = {"id": img_id, "size": size, "keys": self.labels[img_id], "imgs": ims}
+        if self.raw:
+            item["raw"] = np.array(img)  # writable: the loader turns it into a tensor
+        return item

@@ -1,0 +1,111 @@
+"""DeepLab-v1 LargeFOV (Chen et al., ICLR 2015): a dilated backbone at output stride 8,
+a dilated 3x3 "fc6", a 1x1 "fc7" and a 1x1 classifier; logits upsampled to the input.
+Backbones: `resnet101` (torchvision, layer3/4 dilated), `vgg16` (the original LargeFOV:
+pool4/pool5 at stride 1, conv5 dilated 2) or any timm ResNet built at output stride 8."""
+import os
+
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from misc.errors import PipelineError
+from net.backbones import _fetch_error, load_backbone_file, torchvision_model
+from voc12.classes import CLASS_NAMES
+
+
+def _vgg16_os8(pretrained):
+    feats = list(torchvision_model("vgg16", pretrained, "--seg_pretrained",
+                                   ignore=("classifier.",)).features)
+    for i in (23, 30):  # pool4, pool5: stride 1 keeps output stride 8
+        feats[i] = nn.MaxPool2d(3, stride=1, padding=1)
+    for m in feats[24:30]:  # conv5_x see the stride-1 pool4: dilate them by 2
+        if isinstance(m, nn.Conv2d):
+            m.dilation, m.padding = (2, 2), (2, 2)
+    return nn.Sequential(*feats, nn.AvgPool2d(3, stride=1, padding=1)), 512
+
+
+def _resnet_os8(name, pretrained):
+    if name in ("resnet50", "resnet101", "resnet152"):
+        if pretrained == "imagenet":
+            try:
+                r = torchvision.models.get_model(name, weights="IMAGENET1K_V1",
+                                                 replace_stride_with_dilation=[False, True, True])
+            except Exception as e:
+                raise _fetch_error(name, "--seg_pretrained", e) from e
+        else:
+            r = torchvision.models.get_model(name, replace_stride_with_dilation=[False, True, True])
+            if pretrained != "none":
+                load_backbone_file(r, pretrained, "--seg_pretrained")
+        trunk = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
+        return trunk, r.fc.in_features
+    import timm
+    bare = name.removeprefix("timm:")
+    if not timm.is_model(bare):
+        raise PipelineError(f"--seg_backbone {name}: expected resnet101, vgg16 or a timm ResNet")
+    try:
+        m = timm.create_model(bare, pretrained=pretrained == "imagenet", output_stride=8,
+                              num_classes=0, global_pool="")
+    except Exception as e:
+        if pretrained != "imagenet":
+            raise
+        raise _fetch_error(name, "--seg_pretrained", e) from e
+    if pretrained not in ("none", "imagenet"):
+        load_backbone_file(m, pretrained, "--seg_pretrained")
+    return m, m.num_features
+
+
+class DeepLabLargeFOV(nn.Module):
+    """Dilated backbone (output stride 8) -> fc6 (3x3, dilation `fov`) -> fc7 (1x1) ->
+    classifier, with ReLU + dropout between; forward returns logits at input size."""
+
+    def __init__(self, backbone="resnet101", pretrained="none", fov=12, width=1024,
+                 dropout=0.5, n_classes=len(CLASS_NAMES)):
+        super().__init__()
+        self.backbone, ch = _vgg16_os8(pretrained) if backbone == "vgg16" else \
+            _resnet_os8(backbone, pretrained)
+        self.head = nn.Sequential(
+            nn.Conv2d(ch, width, 3, padding=fov, dilation=fov), nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout), nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout), nn.Conv2d(width, n_classes, 1))
+
+    def features(self, x):
+        return self.backbone(x)
+
+    def forward(self, x):
+        return F.interpolate(self.head(self.features(x)), x.shape[2:], mode="bilinear",
+                             align_corners=False)
+
+    def param_groups(self):
+        """(backbone parameters, head parameters): the head gets 10x the lr."""
+        return list(self.backbone.parameters()), list(self.head.parameters())
+
+
+def weights_meta(tag, backbone, fov):
+    return {"step": "train_seg", "arch": "DeepLabLargeFOV", "tag": tag, "backbone": backbone,
+            "fov": fov}
+
+
+def load_cam_trunk(model, path):
+    """Initialise a ResNet DeepLab backbone from the CAM classifier's trunk (sess/cam.pth):
+    the toy's stand-in for ImageNet weights. Same ResNet, so only the names differ
+    (stem.0/stem.1/stages.i -> conv1/bn1/layer{i+1})."""
+    import torch
+    from misc.errors import PipelineError
+    state = torch.load(path, map_location="cpu", weights_only=True) if os.path.exists(path) else None
+    if state is None:
+        raise PipelineError(f"{path}: weights not found; --seg_pretrained cam needs step "
+                            f"train_cam first")
+    ren = {}
+    for k, v in state["model"].items():
+        if k.startswith("stem.0."):
+            ren["conv1." + k[7:]] = v
+        elif k.startswith("stem.1."):
+            ren["bn1." + k[7:]] = v
+        elif k.startswith("stages."):
+            i, rest = k[7:].split(".", 1)
+            ren[f"layer{int(i) + 1}.{rest}"] = v
+    own = model.backbone.state_dict()
+    if set(own) != set(ren) or any(own[k].shape != ren[k].shape for k in own):
+        raise PipelineError(f"{path}: the CAM trunk ({state['meta'].get('backbone')}) does not "
+                            f"match --seg_backbone; use the same ResNet or --seg_pretrained none")
+    model.backbone.load_state_dict(ren)

@@ -1,0 +1,55 @@
+"""Step train_seg: DeepLab-v1 LargeFOV on the pseudo-masks of --seg_label_dir (or the
+ground truth with --seg_label_source gt), 255 ignored, with the scale-scheduled
+curriculum of --seg_scale_schedule -> sess/<seg_tag>.pth."""
+import os
+
+import torch
+import torch.nn.functional as F
+
+from misc.errors import PipelineError
+from misc.orand import result_folder
+from misc.torchutils import dist_env
+from misc.trainer import FitConfig, fit, iters_for, poly_lr
+from net.deeplab import DeepLabLargeFOV, load_cam_trunk, weights_meta
+from voc12.dataloader import VOC, LabelTrainDataset, parse_schedule
+
+
+def run(args):
+    voc = VOC(args.voc12_root, args.result_dir)
+    ids = voc.ids(args.seg_train_list or args.infer_list)
+    voc.check_images(ids)
+    label_dir = None
+    if args.seg_label_source == "gt":
+        for i in ids:
+            voc.mask(i)  # fail now, naming the first id without a usable mask
+    else:
+        label_dir = result_folder(args.seg_label_dir, args.result_dir)
+        missing = [i for i in ids if not os.path.exists(os.path.join(label_dir, f"{i}.png"))]
+        if missing:
+            raise PipelineError(f"{label_dir}: {len(missing)} of {len(ids)} pseudo-masks missing "
+                                f"(first: {missing[0]}); run step make_sem_seg_labels first")
+    schedule = parse_schedule(args.seg_scale_schedule)
+    iters = args.seg_iters or iters_for(len(ids), args.seg_epochs, args.seg_batch_size,
+                                        dist_env()[1])
+    data = LabelTrainDataset(voc, ids, label_dir, args.seg_crop_size, args.seg_scale_range,
+                             args.seed, schedule, iters)
+    cam_init = args.seg_pretrained == "cam"
+    model = DeepLabLargeFOV(args.seg_backbone, "none" if cam_init else args.seg_pretrained,
+                            args.seg_fov, args.seg_width, args.seg_dropout)
+    if cam_init:  # toy: the CAM classifier's trunk stands in for ImageNet weights
+        load_cam_trunk(model, os.path.join(args.sess_dir, "cam.pth"))
+    backbone, head = model.param_groups()
+    opt = torch.optim.SGD([{"params": backbone, "lr": args.seg_lr},
+                           {"params": head, "lr": 10 * args.seg_lr}], lr=args.seg_lr,
+                          momentum=args.seg_momentum, weight_decay=args.seg_weight_decay)
+    cfg = FitConfig(name=args.seg_tag, sess_dir=args.sess_dir, device=args.device,
+                    max_iters=iters, batch_size=args.seg_batch_size, seed=args.seed,
+                    num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
+                    compile=args.compile, preset=args.preset,
+                    meta=weights_meta(args.seg_tag, args.seg_backbone, args.seg_fov))
+    s = fit(model, opt, poly_lr(opt, iters), data,
+            lambda net, b: F.cross_entropy(net(b["img"]), b["label"], ignore_index=255), cfg)
+    src = "ground truth" if label_dir is None else label_dir
+    return (f"{len(ids)} images ({src}), {s['iters']} iterations, schedule "
+            f"{args.seg_scale_schedule}, final loss {s['final_loss']:.4f}, "
+            f"{s['images_per_s']:.1f} img/s")
