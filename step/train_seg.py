@@ -39,9 +39,13 @@ def run(args):
     if cam_init:  # toy: the CAM classifier's trunk stands in for ImageNet weights
         load_cam_trunk(model, os.path.join(args.sess_dir, "cam.pth"))
     backbone, head = model.param_groups()
-    opt = torch.optim.SGD([{"params": backbone, "lr": args.seg_lr},
-                           {"params": head, "lr": 10 * args.seg_lr}], lr=args.seg_lr,
-                          momentum=args.seg_momentum, weight_decay=args.seg_weight_decay)
+    if args.seg_optimizer == "adam":  # toy: a from-scratch net on 100 images learns far faster
+        opt = torch.optim.Adam(model.parameters(), lr=args.seg_lr,
+                               weight_decay=args.seg_weight_decay)
+    else:  # DeepLab's SGD, the head at 10x the backbone's lr
+        opt = torch.optim.SGD([{"params": backbone, "lr": args.seg_lr},
+                               {"params": head, "lr": 10 * args.seg_lr}], lr=args.seg_lr,
+                              momentum=args.seg_momentum, weight_decay=args.seg_weight_decay)
     cfg = FitConfig(name=args.seg_tag, sess_dir=args.sess_dir, device=args.device,
                     max_iters=iters, batch_size=args.seg_batch_size, seed=args.seed,
                     num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
