@@ -28,10 +28,8 @@ def train_classifier(args, make_model, name, meta, *, lr, weight_decay, momentum
     opt = torch.optim.SGD([{"params": backbone, "lr": lr, "weight_decay": weight_decay},
                            {"params": head, "lr": 10 * lr, "weight_decay": weight_decay}],
                           lr=lr, momentum=momentum)
-    cfg = FitConfig(name=name, sess_dir=args.sess_dir, device=args.device, max_iters=iters,
-                    batch_size=batch_size, seed=args.seed, num_workers=args.num_workers,
-                    ckpt_every=args.ckpt_every, resume=args.resume, compile=args.compile,
-                    grad_clip=grad_clip, meta=meta, preset=args.preset)
+    cfg = FitConfig.from_args(args, name=name, max_iters=iters, batch_size=batch_size,
+                              grad_clip=grad_clip, meta=meta)
     s = fit(model, opt, schedule(opt, iters), data,
             lambda net, b: multilabel_loss(net(b["img"]), b["label"]), cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, final loss {s['final_loss']:.4f}, "

@@ -32,6 +32,20 @@ def atomic_path(path):
         raise
 
 
+def result_folder(name, result_dir):
+    """A folder given as a name under result/ or as a path."""
+    return name if os.path.isabs(name) or os.sep in name else os.path.join(result_dir, name)
+
+
+def require_files(folder, ids, ext, what, producer):
+    """Fail before any work, naming the first missing <id><ext> of `folder` and the step
+    that writes it."""
+    missing = [i for i in ids if not os.path.exists(os.path.join(folder, f"{i}{ext}"))]
+    if missing:
+        raise PipelineError(f"{folder}: {len(missing)} of {len(ids)} {what} missing (first: "
+                            f"{missing[0]}); run step {producer} first")
+
+
 def remove_stale_tmp(folder):
     """Delete temporary files that a killed run left in `folder` (their writer's pid is
     gone); files of live writers, such as other ranks, are left alone."""

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from misc.cam_io import cam_path, load_cam
 from misc.config import SWEEP_THRESHOLDS
 from misc.errors import PipelineError
-from misc.fileio import atomic_path
+from misc.fileio import atomic_path, require_files
 from voc12.classes import CLASS_NAMES, IGNORE
 
 N_LABELS = len(CLASS_NAMES)
@@ -79,10 +79,7 @@ def evaluate_cam_dir(voc, ids, cam_dir, threshold, thresholds=None, producer="th
     """Score the full-size maps of a CAM folder against the masks of `ids`, at `threshold`
     and at every threshold of the sweep. Returns the dict written by `report`."""
     thresholds = sorted(set(thresholds or SWEEP_THRESHOLDS) | {threshold})
-    missing = [i for i in ids if not os.path.exists(cam_path(cam_dir, i))]
-    if missing:
-        raise PipelineError(f"{cam_dir}: {len(missing)} of {len(ids)} CAM files missing "
-                            f"(first: {missing[0]}); run step {producer} first")
+    require_files(cam_dir, ids, ".npz", "CAM files", producer)
     labels = voc.labels(ids)
     conf = np.zeros((len(thresholds), N_LABELS, N_LABELS), np.int64)
     for i in tqdm(ids, desc=f"eval {os.path.basename(cam_dir)}"):
@@ -135,11 +132,8 @@ def evaluate_label_dir(voc, ids, folder, producer):
     """Score a folder of label PNGs (<id>.png, ids 0-20; a 255 in a prediction counts as
     background) against the masks of `ids`; returns scores() plus n_images."""
     from misc.imutils import read_label
+    require_files(folder, ids, ".png", "label PNGs", producer)
     paths = [os.path.join(folder, f"{i}.png") for i in ids]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise PipelineError(f"{folder}: {len(missing)} of {len(ids)} label PNGs missing "
-                            f"(first: {missing[0]}); run step {producer} first")
     conf = np.zeros((N_LABELS, N_LABELS), np.int64)
     for i, p in tqdm(list(zip(ids, paths)), desc=f"eval {os.path.basename(folder)}"):
         pred, gt = read_label(p), voc.mask(i)

@@ -1,18 +1,13 @@
 """Combining CAM sources, shared by make_orand and make_naive_cam: `--orand_sources`
 parsing, loading one image's maps from every source with agreement checks, the
 probabilistic OR / AND and the naive ensemble."""
-import os
 
 import numpy as np
 import torch
 
 from misc.cam_io import cam_path, load_cam, normalize_max
 from misc.errors import PipelineError
-
-
-def result_folder(name, result_dir):
-    """A CAM folder given as a name under result/ or as a path."""
-    return name if os.path.isabs(name) or os.sep in name else os.path.join(result_dir, name)
+from misc.fileio import result_folder
 
 
 def parse_sources(spec, result_dir):

@@ -35,6 +35,13 @@ class FitConfig:
     meta: dict = field(default_factory=dict)  # identifies the architecture in saved files
     preset: str = ""            # with max_iters and the global batch, identifies a run to resume
 
+    @classmethod
+    def from_args(cls, args, **kw):
+        """The fields every trainer takes from the command line, plus its own."""
+        return cls(sess_dir=args.sess_dir, device=args.device, seed=args.seed,
+                   num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
+                   compile=args.compile, preset=args.preset, **kw)
+
 
 class BatchPlan(torch.utils.data.Sampler):
     """Batches of (epoch, index, iteration) for iterations [start, stop): a permutation per epoch

@@ -2,14 +2,13 @@
 a dilated 3x3 "fc6", a 1x1 "fc7" and a 1x1 classifier; logits upsampled to the input.
 Backbones: `resnet101` (torchvision, layer3/4 dilated), `vgg16` (the original LargeFOV:
 pool4/pool5 at stride 1, conv5 dilated 2) or any timm ResNet built at output stride 8."""
-import os
-
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
 from misc.errors import PipelineError
 from net.backbones import _fetch_error, load_backbone_file, torchvision_model
+from net.resnet_cam import trained_cam_net
 from voc12.classes import CLASS_NAMES
 
 
@@ -85,18 +84,12 @@ def weights_meta(tag, backbone, fov):
             "fov": fov}
 
 
-def load_cam_trunk(model, path):
-    """Initialise a ResNet DeepLab backbone from the CAM classifier's trunk (sess/cam.pth):
+def load_cam_trunk(model, path, cam_backbone):
+    """Initialise a ResNet DeepLab backbone from the trained CAM classifier (sess/cam.pth):
     the toy's stand-in for ImageNet weights. Same ResNet, so only the names differ
     (stem.0/stem.1/stages.i -> conv1/bn1/layer{i+1})."""
-    import torch
-    from misc.errors import PipelineError
-    state = torch.load(path, map_location="cpu", weights_only=True) if os.path.exists(path) else None
-    if state is None:
-        raise PipelineError(f"{path}: weights not found; --seg_pretrained cam needs step "
-                            f"train_cam first")
     ren = {}
-    for k, v in state["model"].items():
+    for k, v in trained_cam_net(cam_backbone, path).state_dict().items():
         if k.startswith("stem.0."):
             ren["conv1." + k[7:]] = v
         elif k.startswith("stem.1."):
@@ -106,6 +99,6 @@ def load_cam_trunk(model, path):
             ren[f"layer{int(i) + 1}.{rest}"] = v
     own = model.backbone.state_dict()
     if set(own) != set(ren) or any(own[k].shape != ren[k].shape for k in own):
-        raise PipelineError(f"{path}: the CAM trunk ({state['meta'].get('backbone')}) does not "
-                            f"match --seg_backbone; use the same ResNet or --seg_pretrained none")
+        raise PipelineError(f"{path}: the CAM trunk ({cam_backbone}) does not match "
+                            f"--seg_backbone; use the same ResNet or --seg_pretrained none")
     model.backbone.load_state_dict(ren)

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from net.resnet_cam import CAMNet, trained_cam_net
+
 
 class BoundaryNet(nn.Module):
     """Frozen trunk (a CAMNet's stem + 4 stages) -> 1x1 conv + GroupNorm + ReLU on five
@@ -157,10 +159,6 @@ def make_trunk(kind, backbone, cam_weights=None):
     trained CAM classifier's trunk, sess/cam.pth: the toy's choice, as no ImageNet weights
     exist offline), or imagenet / none / a weights file for `backbone` (the paper's
     ImageNet ResNet-50)."""
-    from misc.trainer import load_weights
-    from net.resnet_cam import CAMNet
-    from net.resnet_cam import weights_meta as cam_meta
-    if kind == "cam":
-        net = CAMNet(backbone, "none", freeze_bn=True, freeze_stem=True)
-        return load_weights(net, cam_weights, cam_meta(backbone)) if cam_weights else net
-    return CAMNet(backbone, kind, freeze_bn=True, freeze_stem=True)
+    if kind == "cam" and cam_weights:
+        return trained_cam_net(backbone, cam_weights)
+    return CAMNet(backbone, "none" if kind == "cam" else kind, freeze_bn=True, freeze_stem=True)

@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc.cam_io import normalize_max, to_cam_sizes
+from misc.trainer import load_weights
 from net.backbones import build_resnet, feature_channels, set_last_stride, stem
 from voc12.classes import N_CLASSES
 
@@ -72,3 +73,9 @@ def multiscale_cams(model, imgs, size, keys):
 def weights_meta(backbone):
     """What identifies the CAM classifier's saved weights (checked when loading them)."""
     return {"step": "train_cam", "arch": "CAMNet", "backbone": backbone}
+
+
+def trained_cam_net(backbone, path):
+    """The CAM classifier with its trained weights (sess/cam.pth), checked by load_weights."""
+    net = CAMNet(backbone, "none", freeze_bn=True, freeze_stem=True)
+    return load_weights(net, path, weights_meta(backbone))

@@ -2,31 +2,30 @@
 (default: the ORANDNet maps): dense-CRF foreground at --conf_fg_thres and background at
 --conf_bg_thres, 255 where they disagree -> result/ir_label/<id>.png. The CRF runs in
 the --num_workers loader processes."""
-import torch
-
-from misc.cam_io import cam_path, load_cam
+from misc.cam_io import cam_path
 from misc.crf import confident_labels
 from misc.errors import PipelineError
+from misc.fileio import result_folder
 from misc.inference import process_images
-from misc.orand import result_folder
+from misc.orand import CamFolderDataset
 
 
-class _IrLabels(torch.utils.data.Dataset):
+class _IrLabels(CamFolderDataset):
+    """A CAM folder's maps, turned into confident labels on their image (the CRF runs here,
+    in the loader's worker processes)."""
+
     def __init__(self, voc, ids, cam_dir, fg, bg):
-        self.voc, self.ids, self.cam_dir, self.fg, self.bg = voc, list(ids), cam_dir, fg, bg
-        self.labels = voc.labels(self.ids)
-
-    def __len__(self):
-        return len(self.ids)
+        super().__init__(voc, ids, cam_dir)
+        self.voc, self.fg, self.bg = voc, fg, bg
 
     def __getitem__(self, idx):
-        i = self.ids[idx]
-        c = load_cam(cam_path(self.cam_dir, i), self.labels[i])
-        img = self.voc.image(i)
-        if c["high_res"].shape[1:] != img.shape[:2]:
-            raise PipelineError(f"{cam_path(self.cam_dir, i)}: map size differs from its image; "
-                                f"remake the CAMs of this folder")
-        return {"id": i, "label": confident_labels(img, c["high_res"], c["keys"], self.fg, self.bg)}
+        c = super().__getitem__(idx)
+        img = self.voc.image(c["id"])
+        if c["maps"].shape[1:] != img.shape[:2]:
+            raise PipelineError(f"{cam_path(self.folder, c['id'])}: map size differs from its "
+                                f"image; remake the CAMs of this folder")
+        label = confident_labels(img, c["maps"].numpy(), c["keys"], self.fg, self.bg)
+        return {"id": c["id"], "label": label}
 
 
 def run(args):

@@ -6,7 +6,7 @@ import os
 
 from misc.fileio import atomic_path
 from misc.metrics import evaluate_cam_dir, evaluate_label_dir, format_table
-from misc.orand import result_folder
+from misc.fileio import result_folder
 from misc.torchutils import is_main
 from voc12.dataloader import VOC
 

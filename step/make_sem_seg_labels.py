@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from misc.cam_io import cam_path, load_cam
 from misc.inference import process_images
-from misc.orand import result_folder
+from misc.fileio import result_folder
 from misc.torchutils import autocast
 from misc.trainer import load_weights
 from net.irn import BoundaryNet, make_trunk, random_walk, trunk_backbone, weights_meta

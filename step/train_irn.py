@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from misc.errors import PipelineError
+from misc.fileio import require_files
 from misc.torchutils import dist_env
 from misc.trainer import FitConfig, fit, iters_for, poly_lr
 from net.irn import BoundaryNet, affinity_loss, make_trunk, trunk_backbone, weights_meta
@@ -15,10 +15,7 @@ def run(args):
     voc = VOC(args.voc12_root, args.result_dir)
     ids = voc.ids(args.infer_list)
     label_dir = os.path.join(args.result_dir, "ir_label")
-    missing = [i for i in ids if not os.path.exists(os.path.join(label_dir, f"{i}.png"))]
-    if missing:
-        raise PipelineError(f"{label_dir}: {len(missing)} of {len(ids)} labels missing (first: "
-                            f"{missing[0]}); run step cam_to_ir_label first")
+    require_files(label_dir, ids, ".png", "labels", "cam_to_ir_label")
     backbone = trunk_backbone(args.irn_trunk, args.cam_backbone, args.irn_backbone)
     trunk = make_trunk(args.irn_trunk, backbone, os.path.join(args.sess_dir, "cam.pth"))
     model = BoundaryNet(trunk)
@@ -27,11 +24,8 @@ def run(args):
                                         dist_env()[1])
     opt = torch.optim.SGD(model.param_groups(), lr=args.irn_lr, momentum=args.irn_momentum,
                           weight_decay=args.irn_weight_decay)
-    cfg = FitConfig(name="irn", sess_dir=args.sess_dir, device=args.device, max_iters=iters,
-                    batch_size=args.irn_batch_size, seed=args.seed, num_workers=args.num_workers,
-                    ckpt_every=args.ckpt_every, resume=args.resume, compile=args.compile,
-                    meta=weights_meta(args.irn_trunk, backbone, args.irn_radius),
-                    preset=args.preset)
+    cfg = FitConfig.from_args(args, name="irn", max_iters=iters, batch_size=args.irn_batch_size,
+                              meta=weights_meta(args.irn_trunk, backbone, args.irn_radius))
 
     def loss(net, b):  # labels at the stride-4 grid of the boundary map
         return affinity_loss(net(b["img"]), b["label"][:, ::4, ::4], args.irn_radius)

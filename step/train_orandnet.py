@@ -4,8 +4,7 @@ import os
 
 import torch
 
-from misc.cam_io import cam_path
-from misc.errors import PipelineError
+from misc.fileio import require_files
 from misc.orand import OrAndPairs
 from misc.trainer import FitConfig, fit, poly_lr
 from net.orandnet import build_orandnet, orand_loss, weights_meta
@@ -16,18 +15,12 @@ def run(args):
     voc = VOC(args.voc12_root, args.result_dir)
     ids = [i for i, k in voc.labels(voc.ids(args.infer_list)).items() if len(k)]
     or_dir, and_dir = (os.path.join(args.result_dir, d) for d in ("or_cam", "and_cam"))
-    missing = [i for i in ids if not os.path.exists(cam_path(and_dir, i))]
-    if missing:
-        raise PipelineError(f"{and_dir}: {len(missing)} of {len(ids)} OR/AND files missing "
-                            f"(first: {missing[0]}); run step make_orand first")
+    require_files(and_dir, ids, ".npz", "OR/AND files", "make_orand")
     model = build_orandnet(args.orand_net, args.orand_pretrained)
     opt = torch.optim.SGD(model.parameters(), lr=args.orand_lr, momentum=args.orand_momentum,
                           weight_decay=args.orand_weight_decay)
-    cfg = FitConfig(name="orandnet", sess_dir=args.sess_dir, device=args.device,
-                    max_iters=args.orand_iters, batch_size=1, seed=args.seed,
-                    num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
-                    compile=args.compile, meta=weights_meta(args.orand_net, args.orand_loss),
-                    preset=args.preset)
+    cfg = FitConfig.from_args(args, name="orandnet", max_iters=args.orand_iters, batch_size=1,
+                              meta=weights_meta(args.orand_net, args.orand_loss))
 
     def loss(net, b):  # one image: its K class maps are the batch
         return orand_loss(net(b["or"][0][:, None]), b["and"][0], args.orand_loss)

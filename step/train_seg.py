@@ -6,8 +6,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from misc.errors import PipelineError
-from misc.orand import result_folder
+from misc.fileio import require_files, result_folder
 from misc.torchutils import dist_env
 from misc.trainer import FitConfig, fit, iters_for, poly_lr
 from net.deeplab import DeepLabLargeFOV, load_cam_trunk, weights_meta
@@ -24,10 +23,7 @@ def run(args):
             voc.mask(i)  # fail now, naming the first id without a usable mask
     else:
         label_dir = result_folder(args.seg_label_dir, args.result_dir)
-        missing = [i for i in ids if not os.path.exists(os.path.join(label_dir, f"{i}.png"))]
-        if missing:
-            raise PipelineError(f"{label_dir}: {len(missing)} of {len(ids)} pseudo-masks missing "
-                                f"(first: {missing[0]}); run step make_sem_seg_labels first")
+        require_files(label_dir, ids, ".png", "pseudo-masks", "make_sem_seg_labels")
     schedule = parse_schedule(args.seg_scale_schedule)
     iters = args.seg_iters or iters_for(len(ids), args.seg_epochs, args.seg_batch_size,
                                         dist_env()[1])
@@ -37,7 +33,7 @@ def run(args):
     model = DeepLabLargeFOV(args.seg_backbone, "none" if cam_init else args.seg_pretrained,
                             args.seg_fov, args.seg_width, args.seg_dropout)
     if cam_init:  # toy: the CAM classifier's trunk stands in for ImageNet weights
-        load_cam_trunk(model, os.path.join(args.sess_dir, "cam.pth"))
+        load_cam_trunk(model, os.path.join(args.sess_dir, "cam.pth"), args.cam_backbone)
     backbone, head = model.param_groups()
     if args.seg_optimizer == "adam":  # toy: a from-scratch net on 100 images learns far faster
         opt = torch.optim.Adam(model.parameters(), lr=args.seg_lr,
@@ -46,11 +42,9 @@ def run(args):
         opt = torch.optim.SGD([{"params": backbone, "lr": args.seg_lr},
                                {"params": head, "lr": 10 * args.seg_lr}], lr=args.seg_lr,
                               momentum=args.seg_momentum, weight_decay=args.seg_weight_decay)
-    cfg = FitConfig(name=args.seg_tag, sess_dir=args.sess_dir, device=args.device,
-                    max_iters=iters, batch_size=args.seg_batch_size, seed=args.seed,
-                    num_workers=args.num_workers, ckpt_every=args.ckpt_every, resume=args.resume,
-                    compile=args.compile, preset=args.preset,
-                    meta=weights_meta(args.seg_tag, args.seg_backbone, args.seg_fov))
+    cfg = FitConfig.from_args(args, name=args.seg_tag, max_iters=iters,
+                              batch_size=args.seg_batch_size,
+                              meta=weights_meta(args.seg_tag, args.seg_backbone, args.seg_fov))
     s = fit(model, opt, poly_lr(opt, iters), data,
             lambda net, b: F.cross_entropy(net(b["img"]), b["label"], ignore_index=255), cfg)
     src = "ground truth" if label_dir is None else label_dir

@@ -2,7 +2,6 @@
 principles, transition columns, pair labels on a hand-made map, boundary-cut affinities,
 CRF label range, and steps 13-16 end to end with resume."""
 import json
-import os
 
 import numpy as np
 import pytest
