@@ -2,12 +2,21 @@
 copy of it for tests that damage files."""
 import shutil
 
+import numpy as np
 import pytest
 
 from voc12 import toy
 
 # 8 train, 8 aug-only, 4 val, 4 test images (ids toy_000001.. in that order), 64 px
 TOY_SIZES = dict(n_train=8, n_aug=8, n_val=4, n_test=4, size=64)
+
+
+def write_pickled_cam(path, obj):
+    """Save `obj` the way other WSSS projects save CAMs (np.save of a Python dict: a
+    pickle). The tests' one writer of pickles, to check they are refused or imported; no
+    test ever loads one except through import_cams."""
+    with open(path, "wb") as f:
+        np.save(f, obj, allow_pickle=True)
 
 
 @pytest.fixture(scope="session")

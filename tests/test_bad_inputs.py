@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import run_sample
+from conftest import write_pickled_cam
 from misc.errors import PipelineError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +69,7 @@ def test_nan_cam_stops_eval_and_keeps_the_earlier_report(done):
 def test_pickled_cam_in_the_folder(done):
     root, work = done
     cam = work / "result" / "cam" / "toy_000002.npz"
-    np.save(open(cam, "wb"), {"keys": [0]}, allow_pickle=True)
+    write_pickled_cam(cam, {"keys": [0]})
     with pytest.raises(PipelineError, match="pickled.*import_cams"):
         run(root, work, "--steps", "eval_cam")
 

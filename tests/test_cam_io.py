@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import write_pickled_cam
 from misc import cam_io
 from misc.cam_io import cam_path, load_cam, save_cam, strided_size
 from misc.errors import PipelineError
@@ -110,10 +111,10 @@ def test_pickled_npz_refused(tmp_path):
 @pytest.mark.parametrize("how", ["npy", "pickle"])
 def test_pickle_under_npz_name_refused(tmp_path, how):
     path = tmp_path / "x.npz"
-    with open(path, "wb") as f:
-        if how == "npy":
-            np.save(f, {"keys": [1], "cam": np.zeros((1, 2, 2))})  # an object array
-        else:
+    if how == "npy":
+        write_pickled_cam(path, {"keys": [1], "cam": np.zeros((1, 2, 2))})  # an object array
+    else:
+        with open(path, "wb") as f:
             pickle.dump({"keys": [1]}, f)
     with _raises_naming(path, ".*pickle.*import_cams"):
         load_cam(str(path))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run_sample
+from conftest import write_pickled_cam
 from misc.cam_io import cam_path, load_cam, save_cam
 from misc.errors import PipelineError
 from misc.orand import load_sources, naive_ensemble, parse_sources, prob_and, prob_or
@@ -130,8 +131,9 @@ def test_steps_7_to_12(orand_run):
         assert (o >= np.maximum(r_, v) - 1e-3).all() and (a <= np.minimum(r_, v) + 1e-3).all()
 
 
-def foreign_files(orand_run, tmp_path, layout):
-    """Write the ResNet CAMs of the run in another project's pickled layout."""
+def foreign_files(orand_run, tmp_path, layout, shift=0):
+    """Write the ResNet CAMs of the run in another project's pickled layout (MCTformer's
+    class indices shifted by `shift`, to make them wrong)."""
     src = tmp_path / layout
     os.makedirs(src)
     for f in os.listdir(orand_run / "result" / "cam"):
@@ -142,8 +144,8 @@ def foreign_files(orand_run, tmp_path, layout):
             bg = np.full((1,) + c["high_res"].shape[1:], 0.3, np.float32)
             d = {"keys": c["keys"], "high_res": np.concatenate([bg, c["high_res"]])}
         else:
-            d = {int(k): m for k, m in zip(c["keys"], c["high_res"])}
-        np.save(src / f.replace(".npz", ".npy"), d, allow_pickle=True)
+            d = {(int(k) + shift) % 20: m for k, m in zip(c["keys"], c["high_res"])}
+        write_pickled_cam(src / f.replace(".npz", ".npy"), d)
     return src
 
 
@@ -167,10 +169,8 @@ def test_import_round_trip_and_pickle_guard(orand_run, toy_root, tmp_path, layou
 
 
 def test_import_refuses_keys_that_are_not_the_labels(orand_run, toy_root, tmp_path):
-    src = foreign_files(orand_run, tmp_path, "mctformer")
-    f = sorted(os.listdir(src))[0]
-    d = np.load(src / f, allow_pickle=True).item()
-    np.save(src / f, {(k + 1) % 20: m for k, m in d.items()}, allow_pickle=True)
+    src = foreign_files(orand_run, tmp_path, "mctformer", shift=1)
+    f = sorted(os.listdir(src))[0]  # the first file import_cams reads
     with pytest.raises(PipelineError, match=f"{f}: classes .* differ from the image's labels"):
         run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST,
                          "--steps", "import_cams", "--import_dir", str(src), "--import_format",
