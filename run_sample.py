@@ -38,6 +38,8 @@ STEPS = [
     ("make_seg", "sess/<seg_tag>.pth, --seg_splits images", "result/<seg_tag>/<split>/<id>.png"),
     ("eval_seg", "result/<seg_tag>/val/, val masks", "result/eval/<seg_tag>.json"),
     ("make_submission", "result/<seg_tag>/test/", "result/<seg_tag>_comp6_test.tar.gz"),
+    ("draw", "result/ CAMs, masks, eval JSONs, sess/<seg_tag>.pth", "result/figures/*.png"),
+    ("summary", "result/eval/*.json, result/step_times.json", "result/summary.md, .json"),
 ]
 NAMES = [s[0] for s in STEPS]
 
@@ -171,6 +173,9 @@ def build_parser():
     g.add_argument("--seg_crf", action=b, default=None, help="dense CRF on predictions")
     g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
     g.add_argument("--seg_eval_list", default=None)
+    g = p.add_argument_group("report (steps 21-22)")
+    g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over infer_list)")
+    g.add_argument("--draw_ids", default=None, help="comma-separated ids to draw instead")
     return p
 
 
@@ -195,16 +200,15 @@ def main(argv=None):
     from misc.torchutils import dist_env, resolve_device, seed_everything
     args.device = resolve_device(args.device)
     rank = dist_env()[0]
-    timings = {}
     for name in parse_steps(args.steps or f"1-{len(STEPS)}"):
         t0 = time.time()
         seed_everything(args.seed)  # a step's result must not depend on the steps run before it
         summary = importlib.import_module(f"step.{name}").run(args)
-        timings[name] = round(time.time() - t0, 1)
+        dt = round(time.time() - t0, 1)
         if rank == 0:
-            print(f"[{name}] {timings[name]:.1f} s: {summary}", flush=True)
-    if rank == 0:
-        _record_times(os.path.join(args.result_dir, "step_times.json"), timings)
+            print(f"[{name}] {dt:.1f} s: {summary}", flush=True)
+            # after every step, so that the summary step sees the times of this run
+            _record_times(os.path.join(args.result_dir, "step_times.json"), {name: dt})
     import torch.distributed as dist
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -220,7 +224,7 @@ def user_message(err):
 
 
 def _record_times(path, timings):
-    """Merge this run's step wall times into result/step_times.json."""
+    """Merge step wall times into result/step_times.json."""
     old = {}
     try:
         with open(path) as f:

@@ -2,11 +2,14 @@
 a dilated 3x3 "fc6", a 1x1 "fc7" and a 1x1 classifier; logits upsampled to the input.
 Backbones: `resnet101` (torchvision, layer3/4 dilated), `vgg16` (the original LargeFOV:
 pool4/pool5 at stride 1, conv5 dilated 2) or any timm ResNet built at output stride 8."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
 from misc.errors import PipelineError
+from misc.torchutils import autocast
+from misc.trainer import load_weights
 from net.backbones import _fetch_error, load_backbone_file, torchvision_model
 from net.resnet_cam import trained_cam_net
 from voc12.classes import CLASS_NAMES
@@ -84,6 +87,12 @@ def weights_meta(tag, backbone, fov):
             "fov": fov}
 
 
+def trained_seg_net(tag, backbone, fov, width, path):
+    """The segmenter `tag` with its trained weights (sess/<tag>.pth), checked by load_weights."""
+    return load_weights(DeepLabLargeFOV(backbone, "none", fov, width), path,
+                        weights_meta(tag, backbone, fov))
+
+
 def load_cam_trunk(model, path, cam_backbone):
     """Initialise a ResNet DeepLab backbone from the trained CAM classifier (sess/cam.pth):
     the toy's stand-in for ImageNet weights. Same ResNet, so only the names differ
@@ -102,3 +111,16 @@ def load_cam_trunk(model, path, cam_backbone):
         raise PipelineError(f"{path}: the CAM trunk ({cam_backbone}) does not match "
                             f"--seg_backbone; use the same ResNet or --seg_pretrained none")
     model.backbone.load_state_dict(ren)
+
+
+@torch.no_grad()
+def seg_probs(model, imgs, size, device):
+    """Class probabilities (21,H,W): softmax averaged over scales and flips."""
+    total = 0
+    for img in imgs:
+        x = img.to(device)[None]
+        with autocast(device):
+            logits = model(torch.cat([x, x.flip(-1)])).float()
+        p = F.interpolate(logits.softmax(1), size, mode="bilinear", align_corners=False)
+        total = total + p[0] + p[1].flip(-1)
+    return total / (2 * len(imgs))

@@ -14,4 +14,5 @@ def run(args):
     ids = voc.ids(args.infer_list)
     res = evaluate_cam_dir(voc, ids, os.path.join(args.result_dir, "cam"), args.cam_eval_thres,
                            producer="make_cam")
+    res["list"] = args.infer_list
     return report(res, os.path.join(args.result_dir, "eval", "eval_cam.json"), "ResNet CAM")

@@ -30,7 +30,7 @@ def run(args):
         r = evaluate_cam_dir(voc, ids, folder, fixed.get(name, args.orand_eval_thres),
                              producer=producer)
         table.append({"name": name, "folder": folder, "fixed": {k: r[k] for k in KEEP},
-                      "best": {k: r["best"][k] for k in KEEP},
+                      "best": {k: r["best"][k] for k in KEEP}, "sweep": r["sweep"],
                       "per_class_best": {k: r["best"][k] for k in ("iou", "precision", "recall")}})
     path = os.path.join(args.result_dir, "eval", "orandnet.json")
     with atomic_path(path) as tmp, open(tmp, "w") as f:

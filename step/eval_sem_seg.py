@@ -26,7 +26,7 @@ def run(args):
     path = os.path.join(args.result_dir, "eval", "sem_seg.json")
     keep = ("threshold", "miou", "mprecision", "mrecall", "iou", "precision", "recall")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump({"cam_dir": cam_dir, "n_images": len(ids),
+        json.dump({"cam_dir": cam_dir, "list": args.infer_list, "n_images": len(ids),
                    "before_irn_fixed": {k: before[k] for k in keep},
                    "before_irn_best": {k: before["best"][k] for k in keep},
                    "after_irn": {k: after[k] for k in keep}}, f, indent=1)

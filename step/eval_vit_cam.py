@@ -15,6 +15,7 @@ def run(args):
     ids = voc.ids(args.infer_list)
     vit_dir, res_dir = (os.path.join(args.result_dir, d) for d in ("vit_cam", "cam"))
     res = evaluate_cam_dir(voc, ids, vit_dir, args.vit_eval_thres, producer="make_vit_cam")
+    res["list"] = args.infer_list
     note = ""
     if all(os.path.exists(cam_path(res_dir, i)) for i in ids):
         d = firing_disagreement(voc, ids, res_dir, args.cam_eval_thres, vit_dir,

@@ -10,6 +10,15 @@ from voc12 import toy
 # 8 train, 8 aug-only, 4 val, 4 test images (ids toy_000001.. in that order), 64 px
 TOY_SIZES = dict(n_train=8, n_aug=8, n_val=4, n_test=4, size=64)
 
+# flags that shrink every step of the toy preset to seconds: the tests' pipeline runs
+TINY = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
+        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
+        "--cam_scales", "1.0", "--vit_iters", "1", "--vit_batch_size", "4", "--vit_img_size", "32",
+        "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "2", "--irn_iters", "2",
+        "--irn_batch_size", "4", "--irn_crop_size", "64", "--exp_times", "3", "--seg_iters", "2",
+        "--seg_batch_size", "4", "--seg_crop_size", "48", "--seg_width", "16",
+        "--seg_infer_scales", "1.0"]
+
 
 def write_pickled_cam(path, obj):
     """Save `obj` the way other WSSS projects save CAMs (np.save of a Python dict: a
@@ -23,6 +32,16 @@ def write_pickled_cam(path, obj):
 def toy_root(tmp_path_factory):
     """Path (str) of a read-only toy VOC2012 root shared by the session: never modify it."""
     return toy.generate(str(tmp_path_factory.mktemp("toy_voc")), seed=0, quiet=True, **TOY_SIZES)
+
+
+@pytest.fixture(scope="session")
+def full_run(toy_root, tmp_path_factory):
+    """Work dir (pathlib) of one tiny run of every step, 1 to the last, on the toy root."""
+    import run_sample
+    work = tmp_path_factory.mktemp("full_run")
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *TINY,
+                     "--steps", f"1-{len(run_sample.STEPS)}"])
+    return work
 
 
 @pytest.fixture

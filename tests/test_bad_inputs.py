@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 
 import run_sample
-from conftest import write_pickled_cam
+from conftest import TINY, write_pickled_cam
 from misc.errors import PipelineError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0"]
 
 
 @pytest.fixture
@@ -31,7 +28,7 @@ def done(toy_root, tmp_path):
 
 
 def run(root, work, *extra):
-    return run_sample.main(["--voc12_root", root, "--work_dir", str(work), *FAST, *extra])
+    return run_sample.main(["--voc12_root", root, "--work_dir", str(work), *TINY, *extra])
 
 
 def snapshot(folder):
@@ -45,7 +42,7 @@ def test_corrupt_jpeg_in_a_loader_worker_gives_one_clear_line(done):
         f.write(b"\xff\xd8 not a jpeg")
     weights = open(work / "sess" / "cam.pth", "rb").read()
     r = subprocess.run([sys.executable, "run_sample.py", "--voc12_root", root, "--work_dir",
-                        str(work), *FAST, "--num_workers", "1", "--cam_iters", "8",
+                        str(work), *TINY, "--num_workers", "1", "--cam_iters", "8",
                         "--steps", "train_cam"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     errors = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.startswith("error: ")]

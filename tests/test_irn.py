@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import run_sample
+from conftest import TINY
 from misc.crf import confident_labels
 from misc.imutils import read_label
 from net.irn import offsets, pair_affinities, pair_labels, random_walk, transition_matrix
@@ -94,15 +95,10 @@ def test_crf_keeps_label_ids_in_range():
     assert set(np.unique(out)) <= {0, 5, 12, 255}
 
 
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0", "--vit_iters", "1", "--vit_batch_size", "4", "--vit_img_size", "32",
-        "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "2", "--irn_iters", "2",
-        "--irn_batch_size", "4", "--irn_crop_size", "64", "--exp_times", "3"]
 
 
 def test_steps_13_to_16_and_rerun(toy_root, tmp_path, capsys):
-    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST]
+    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
     run_sample.main(args + ["--steps", "1-16"])
     from voc12.dataloader import VOC
     voc = VOC(toy_root)
@@ -124,7 +120,7 @@ def test_steps_13_to_16_and_rerun(toy_root, tmp_path, capsys):
 
 def test_irn_steps_before_their_prerequisites(toy_root, tmp_path):
     from misc.errors import PipelineError
-    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST]
+    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
     with pytest.raises(PipelineError, match="run step cam_to_ir_label first"):
         run_sample.main(args + ["--steps", "train_irn"])
     with pytest.raises(PipelineError, match="run step train_irn first"):

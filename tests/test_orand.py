@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run_sample
-from conftest import write_pickled_cam
+from conftest import TINY, write_pickled_cam
 from misc.cam_io import cam_path, load_cam, save_cam
 from misc.errors import PipelineError
 from misc.orand import load_sources, naive_ensemble, parse_sources, prob_and, prob_or
@@ -100,10 +100,7 @@ def test_ce_gives_no_gradient_for_a_single_class_image():
     assert any(p.grad.abs().max() > 0 for p in model.parameters())
 
 
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0", "--vit_iters", "1", "--vit_batch_size", "4", "--vit_img_size", "32",
-        "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "3"]
+FAST = [*TINY, "--orand_iters", "3"]
 
 
 @pytest.fixture(scope="module")

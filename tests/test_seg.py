@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import run_sample
+from conftest import TINY
 from misc.errors import PipelineError
 from misc.imutils import majority_downsample, save_label_png, voc_palette
 from net.deeplab import DeepLabLargeFOV
@@ -81,28 +82,24 @@ def test_submission_tree_names_palette_and_sizes(toy_root, tmp_path):
         run_sample.main(args)
 
 
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0", "--vit_iters", "1", "--vit_batch_size", "4", "--vit_img_size", "32",
-        "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "2", "--irn_iters", "2",
-        "--irn_batch_size", "4", "--irn_crop_size", "64", "--exp_times", "3", "--seg_iters", "2",
-        "--seg_batch_size", "4", "--seg_crop_size", "48", "--seg_width", "16",
-        "--seg_infer_scales", "1.0"]
 
 
-def test_steps_17_to_20_pseudo_and_ground_truth(toy_root, tmp_path):
-    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST]
+def test_train_seg_before_its_pseudo_masks(toy_root, tmp_path):
     with pytest.raises(PipelineError, match="run step make_sem_seg_labels first"):
-        run_sample.main(args + ["--steps", "train_seg"])
-    run_sample.main(args + ["--steps", "1-20"])
-    run_sample.main(args + ["--steps", "train_seg,make_seg,eval_seg", "--seg_tag", "gt",
-                            "--seg_label_source", "gt", "--seg_splits", "val", "--seg_crf"])
+        run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY,
+                         "--steps", "train_seg"])
+
+
+def test_steps_17_to_20_pseudo_and_ground_truth(toy_root, full_run):
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(full_run), *TINY, "--steps",
+                     "train_seg,make_seg,eval_seg", "--seg_tag", "gt", "--seg_label_source", "gt",
+                     "--seg_splits", "val", "--seg_crf"])
     voc = VOC(toy_root)
     for tag in ("seg", "gt"):
-        with open(tmp_path / "result" / "eval" / f"{tag}.json") as f:
+        with open(full_run / "result" / "eval" / f"{tag}.json") as f:
             r = json.load(f)
         assert r["list"] == "val" and len(r["iou"]) == 21
         for i in voc.ids("val"):
-            pred = np.asarray(Image.open(tmp_path / "result" / tag / "val" / f"{i}.png"))
+            pred = np.asarray(Image.open(full_run / "result" / tag / "val" / f"{i}.png"))
             assert pred.shape == voc.image(i).shape[:2] and pred.max() <= 20
-    assert os.path.exists(tmp_path / "result" / "seg_comp6_test.tar.gz")
+    assert os.path.exists(full_run / "result" / "seg_comp6_test.tar.gz")

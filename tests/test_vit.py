@@ -9,19 +9,20 @@ import pytest
 import torch
 
 import run_sample
+from conftest import TINY
 from misc.cam_io import load_cam
 from misc.errors import PipelineError
 from net.vit_cam import ViTClassifier, vit_cams
 from voc12.dataloader import VOC
 
-TINY = dict(name="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+TINY_VIT = dict(name="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
 
 
 def evidence_model(seed):
     """1-block ViT with uniform attention (q = k = 0) and no position embedding: patch
     tokens differ only where the image does."""
     torch.manual_seed(seed)
-    m = ViTClassifier(**TINY).eval()
+    m = ViTClassifier(**TINY_VIT).eval()
     d = m.vit.embed_dim
     with torch.no_grad():
         m.vit.blocks[0].attn.qkv.weight[:2 * d] = 0
@@ -54,7 +55,7 @@ def test_batched_classes_equal_one_pass_per_class(method):
     alone = torch.cat([vit_cams(m, x, [k], method) for k in keys])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(together[0], together[1])  # each class got its own gradient
-    assert m.vit.blocks[0].attn.fused_attn == ViTClassifier(**TINY).vit.blocks[0].attn.fused_attn
+    assert m.vit.blocks[0].attn.fused_attn == ViTClassifier(**TINY_VIT).vit.blocks[0].attn.fused_attn
 
 
 def test_bad_backbone_and_method():
@@ -63,7 +64,7 @@ def test_bad_backbone_and_method():
     with pytest.raises(PipelineError, match="not a plain ViT"):
         ViTClassifier("resnet18", 32)
     with pytest.raises(PipelineError, match="attribution or gradcam"):
-        vit_cams(ViTClassifier(**TINY), torch.zeros(1, 3, 32, 32), [0], "lrp")
+        vit_cams(ViTClassifier(**TINY_VIT), torch.zeros(1, 3, 32, 32), [0], "lrp")
 
 
 def test_imagenet_weights_offline_says_how_to_pass_a_file(monkeypatch):
@@ -85,10 +86,7 @@ def test_local_weights_file_with_position_embedding_resize(tmp_path):
     assert dst.vit.pos_embed.shape[1] == 1 + 6 * 6
 
 
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "1",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0", "--vit_iters", "2", "--vit_batch_size", "4", "--vit_img_size", "32",
-        "--vit_resize_long", "32,48", "--vit_depth", "1"]
+FAST = [*TINY, "--vit_iters", "2"]
 
 
 @pytest.mark.parametrize("method", ["attribution", "gradcam"])

@@ -1,0 +1,172 @@
+"""Step draw: the figures of a run (toy or VOC) -> result/figures/:
+grid_<id>.png for a handful of images (image, ground truth, the two source CAMs, OR, AND,
+ORANDNet, pseudo-mask, segmenter prediction; maps on one 0-1 colour scale),
+pr_threshold.png (precision and recall of every CAM stage against the background
+threshold, the picture of the paper's argument) and class_iou.png (per-class IoU of the
+segmenter and the pseudo-masks). Panels of stages that have not run say so."""
+import os
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only: no display on a server
+import matplotlib.pyplot as plt  # noqa: E402
+
+from misc.cam_io import cam_path, load_cam  # noqa: E402
+from misc.errors import PipelineError  # noqa: E402
+from misc.fileio import atomic_path  # noqa: E402
+from misc.imutils import read_label, voc_palette  # noqa: E402
+from misc.orand import parse_sources  # noqa: E402
+from misc.stages import collect, read_json  # noqa: E402
+from misc.torchutils import is_main  # noqa: E402
+from voc12.classes import CLASS_NAMES  # noqa: E402
+from voc12.dataloader import VOC, MultiScaleDataset  # noqa: E402
+
+SOURCE_TITLES = {"cam": "ResNet CAM", "vit_cam": "ViT CAM"}
+PALETTE = voc_palette()
+
+
+def pick_ids(args, voc):
+    """--draw_ids, or --draw_n ids spread evenly over the infer list."""
+    if args.draw_ids:
+        return [i.strip() for i in args.draw_ids.split(",") if i.strip()]
+    ids = voc.ids(args.infer_list)
+    n = max(1, min(args.draw_n, len(ids)))
+    return [ids[round(k * (len(ids) - 1) / max(n - 1, 1))] for k in range(n)]
+
+
+def _map(folder, img_id, labels):
+    """Max over the image's class maps (HxW), or None when the file is absent."""
+    path = cam_path(folder, img_id)
+    if not os.path.exists(path):
+        return None
+    c = load_cam(path, labels)
+    return c["high_res"].max(0) if len(c["keys"]) else np.zeros(c["high_res"].shape[1:])
+
+
+def _label_png(path):
+    return read_label(path) if os.path.exists(path) else None
+
+
+def _predictor(args):
+    """img_id -> the segmenter's label map (on the fly: any image of any list), or None."""
+    path = os.path.join(args.sess_dir, f"{args.seg_tag}.pth")
+    if not os.path.exists(path):
+        return lambda img_id: None
+    from net.deeplab import seg_probs, trained_seg_net  # torch only when a model exists
+    model = trained_seg_net(args.seg_tag, args.seg_backbone, args.seg_fov, args.seg_width,
+                            path).to(args.device).eval()
+    voc = VOC(args.voc12_root, args.result_dir)
+
+    def predict(img_id):
+        item = MultiScaleDataset(voc, [img_id], args.seg_infer_scales)[0]
+        return seg_probs(model, item["imgs"], tuple(item["size"]), args.device).argmax(0).cpu().numpy()
+    return predict
+
+
+def draw_grid(path, img, panels):
+    """One row: the image, then (title, kind, array) panels; kind 'label' or 'map'."""
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.1 * (len(panels) + 1), 2.3))
+    axes[0].imshow(img)
+    axes[0].set_title("image", fontsize=8)
+    grey = img.mean(2)
+    shown = None
+    for ax, (title, kind, a) in zip(axes[1:], panels):
+        ax.set_title(title, fontsize=8)
+        if a is None:
+            ax.imshow(np.full(grey.shape, 0.9), cmap="gray", vmin=0, vmax=1)
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+        elif kind == "label":
+            ax.imshow(PALETTE[a])
+        else:
+            ax.imshow(grey, cmap="gray")
+            shown = ax.imshow(a, cmap="jet", vmin=0, vmax=1, alpha=0.55)
+    for ax in axes:
+        ax.axis("off")
+    if shown is not None:
+        fig.colorbar(shown, ax=list(axes), fraction=0.012, pad=0.01, label="map value")
+    _save(fig, path)
+
+
+def draw_pr(path, rows):
+    """Precision and recall against the threshold (left), precision against recall (right)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for n, r in enumerate(x for x in rows if x["kind"] == "cam" and x["sweep"]):
+        c = f"C{n}"
+        t = [s["threshold"] for s in r["sweep"]]
+        p, rc = [100 * s["mprecision"] for s in r["sweep"]], [100 * s["mrecall"] for s in r["sweep"]]
+        a.plot(t, p, "-", color=c, label=f"{r['stage']} precision")
+        a.plot(t, rc, "--", color=c, label=f"{r['stage']} recall")
+        b.plot(rc, p, "-o", color=c, ms=2.5, label=r["stage"])
+        b.plot(100 * r["mrecall"], 100 * r["mprecision"], "*", color=c, ms=11)
+    for r, m in zip((x for x in rows if x["kind"] == "mask" and x["miou"] is not None), "Ds"):
+        b.plot(100 * r["mrecall"], 100 * r["mprecision"], m, color="k", ms=7,
+               label=f"{r['stage']} ({r['evaluated_on']})")
+    a.set(xlabel="background threshold", ylabel="mean over classes (%)",
+          title="precision (solid) and recall (dashed)")
+    b.set(xlabel="mean recall (%)", ylabel="mean precision (%)",
+          title="precision vs recall (star: best-mIoU threshold)")
+    a.legend(fontsize=6, ncol=2)
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def draw_class_iou(path, rows):
+    """Per-class IoU bars of the mask stages (pseudo-masks, segmenter), scored classes only."""
+    rows = [r for r in rows if r["kind"] == "mask" and r["per_class_iou"]]
+    keep = [k for k in range(len(CLASS_NAMES)) if any(r["per_class_iou"][k] is not None for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(keep) + 2), 3.8))
+    w = 0.8 / max(len(rows), 1)
+    for n, r in enumerate(rows):
+        v = [100 * (r["per_class_iou"][k] or 0) for k in keep]
+        ax.bar(np.arange(len(keep)) + (n - (len(rows) - 1) / 2) * w, v, w,
+               label=f"{r['stage']}, {r['evaluated_on']}: mIoU {100 * r['miou']:.1f}")
+    ax.set_xticks(np.arange(len(keep)), [CLASS_NAMES[k] for k in keep], rotation=45, ha="right")
+    ax.set(ylabel="IoU (%)", ylim=(0, 100), title="per-class IoU")
+    if rows:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no pseudo-masks or segmenter scored yet", ha="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run(args):
+    if not is_main():
+        return "drawn on rank 0"
+    voc = VOC(args.voc12_root, args.result_dir)
+    out = os.path.join(args.result_dir, "figures")
+    res = args.result_dir
+    ids = pick_ids(args, voc)
+    voc.check_images(ids)
+    labels = voc.labels(ids)
+    sources = [(SOURCE_TITLES.get(os.path.basename(d), os.path.basename(d)), d)
+               for d, _ in parse_sources(args.orand_sources, res)]
+    maps = sources + [("OR", os.path.join(res, "or_cam")), ("AND", os.path.join(res, "and_cam")),
+                      ("ORANDNet", os.path.join(res, "orandnet_cam"))]
+    predict = _predictor(args)
+    pm_dir = os.path.join(res, "sem_seg")
+    for i in ids:
+        try:
+            gt = voc.mask(i)
+        except PipelineError:
+            gt = None  # a test image: no mask to show
+        panels = [("ground truth", "label", gt)]
+        panels += [(t, "map", _map(d, i, labels[i])) for t, d in maps]
+        panels += [("pseudo-mask", "label", _label_png(os.path.join(pm_dir, f"{i}.png"))),
+                   (f"prediction ({args.seg_tag})", "label", predict(i))]
+        draw_grid(os.path.join(out, f"grid_{i}.png"), voc.image(i), panels)
+    rows = collect(res, args.seg_tag, read_json(os.path.join(res, "step_times.json")))
+    draw_pr(os.path.join(out, "pr_threshold.png"), rows)
+    draw_class_iou(os.path.join(out, "class_iou.png"), rows)
+    return f"{len(ids)} image grids, pr_threshold.png, class_iou.png -> {out}"

@@ -1,0 +1,60 @@
+"""The run's report: the summary (one row per stage, scores and step times, markdown and
+JSON) and the figures, on a tiny full run and on a run that stopped after step 3."""
+import json
+
+import numpy as np
+from PIL import Image
+
+import run_sample
+from conftest import TINY
+from voc12.dataloader import VOC
+
+STAGES = ["ResNet CAM", "ViT CAM", "naive ensemble", "OR", "AND", "ORANDNet",
+          "pseudo-mask after IRN", "segmenter (seg)"]
+
+
+def _png(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG" and min(im.size) > 100
+        return np.asarray(im.convert("RGB"))
+
+
+def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
+    res = full_run / "result"
+    with open(res / "summary.json") as f:
+        s = json.load(f)
+    rows = {r["stage"]: r for r in s["rows"]}
+    assert [r["stage"] for r in s["rows"]] == STAGES
+    with open(res / "eval" / "orandnet.json") as f:
+        orand = {r["name"]: r["best"] for r in json.load(f)["rows"]}
+    assert rows["AND"]["miou"] == orand["and_cam"]["miou"]  # read from the eval, not recomputed
+    for r in s["rows"]:
+        assert 0 <= r["miou"] <= 1 and 0 <= r["mprecision"] <= 1 and 0 <= r["mrecall"] <= 1
+        assert r["steps"] and all(t is not None and t >= 0 for t in r["steps"].values())
+    assert rows["ORANDNet"]["steps"].keys() == {"train_orandnet", "make_orandnet_cam"}
+    assert len(rows["ResNet CAM"]["sweep"]) >= 19 and rows["segmenter (seg)"]["evaluated_on"] == "val (4 images)"
+    md = (res / "summary.md").read_text()
+    for stage in STAGES:
+        assert f"| {stage} |" in md
+    assert "| **total** |" in md and "not run" not in md
+    figs = res / "figures"
+    ids = VOC(toy_root).ids("train")
+    drawn = sorted(p.name for p in figs.glob("grid_*.png"))
+    assert len(drawn) == 6 and {f"grid_{ids[0]}.png", f"grid_{ids[-1]}.png"} <= set(drawn)
+    for name in drawn + ["pr_threshold.png", "class_iou.png"]:
+        _png(figs / name)
+
+
+def test_report_of_a_partial_run_marks_missing_stages(toy_root, tmp_path):
+    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
+    run_sample.main(args + ["--steps", "1-3"])
+    run_sample.main(args + ["--steps", "draw,summary", "--draw_ids", "toy_000002"])
+    with open(tmp_path / "result" / "summary.json") as f:
+        rows = json.load(f)["rows"]
+    assert rows[0]["stage"] == "ResNet CAM" and rows[0]["miou"] is not None
+    assert all(r["miou"] is None and r["evaluated_on"] is None for r in rows[1:])
+    md = (tmp_path / "result" / "summary.md").read_text()
+    assert md.count("not run") == len(rows) - 1
+    figs = sorted(p.name for p in (tmp_path / "result" / "figures").iterdir())
+    assert figs == ["class_iou.png", "grid_toy_000002.png", "pr_threshold.png"]
+    _png(tmp_path / "result" / "figures" / "grid_toy_000002.png")
