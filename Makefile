@@ -19,11 +19,7 @@ test: $(STAMP)
 	$(RUN) -m pytest -q tests
 
 bench: $(STAMP)
-	$(RUN) bench/bench_cam.py --backbone resnet18 --crop 128 --batch 16 --image 160x120
-	$(RUN) bench/bench_cam.py --backbone resnet50 --crop 512 --batch 8 --iters 2 --image 500x375 --n_images 2
-	$(RUN) bench/bench_orandnet.py --net small_fcn --image 160x120 --classes 3 --n_images 10
-	$(RUN) bench/bench_orandnet.py --net fcn8s_vgg16 --image 500x375 --classes 2 --n_images 2
-	$(RUN) bench/bench_walk.py
+	$(RUN) bench/bench.py
 
 clean:
 	rm -rf sess result toy_voc

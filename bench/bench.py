@@ -1,0 +1,452 @@
+"""The benchmark suite (`make bench`): images/s and peak memory of every stage at toy size
+(the toy preset's models) and at VOC size (the paper preset's models on 500x375 images),
+FLOP/s of the trainers (PyTorch's flop counter; on CUDA as a share of the card's bf16
+peak), data loading in and out of the measurement, the side-by-side ratios (batched vs
+per-map ORANDNet, sparse vs dense random walk) and an estimate of the full paper-preset
+VOC run from the measured throughputs -> bench/RESULTS.md. Each case runs in a fresh
+process, so its peak memory is its own. Not a test.
+
+  python bench/bench.py                      # every case, writes bench/RESULTS.md
+  python bench/bench.py --only train_cam     # cases whose name contains a string
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from misc.classifier import multilabel_loss  # noqa: E402
+from misc.config import PRESETS  # noqa: E402
+from misc.torchutils import autocast, resolve_device  # noqa: E402
+
+TOY, PAPER = PRESETS["toy"], PRESETS["paper"]
+SIZES = {"toy": (120, 160), "voc": (375, 500)}  # (H, W) of the images each size runs on
+VOC_IMAGES = {"train": 1464, "val": 1449, "test": 1456, "train_aug": 10582}
+BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0,
+                    "4090": 165.2, "V100": 125.0}  # dense tensor-core bf16 (fp16 for V100)
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(fn, dev, n, per_call, warmup=1):
+    """Images/s of `fn` over n timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(dev)
+    return per_call * n / (time.perf_counter() - t0)
+
+
+def count_flops(fn):
+    """FLOPs of one call of fn (forward + backward ops), counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None):
+    """One optimiser step per call as in the shared loop (bf16 + channels_last on CUDA).
+    Returns img/s on a fixed batch on the device (data loading excluded), FLOPs per image
+    and, with `loader` (an iterator of CPU batches), img/s with loading included."""
+    model.train().to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5,
+                          momentum=0.9)
+    fixed = {k: v.to(dev) for k, v in make_batch().items()}
+
+    def step(b=None):
+        b = b or fixed
+        with autocast(dev):
+            loss = loss_fn(model, b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    flops = count_flops(step)  # also the warm-up
+    out = {"img_s": rate(step, dev, iters, batch, warmup=0), "gflop_per_img": flops / batch / 1e9}
+    if loader is not None:
+        out["img_s_with_loading"] = rate(
+            lambda: step({k: v.to(dev, non_blocking=True) for k, v in next(loader).items()}),
+            dev, iters, batch)
+    return out
+
+
+def infer_case(fn, dev, n=2):
+    with torch.no_grad():
+        return {"img_s": rate(fn, dev, n, 1)}
+
+
+def voc_loader(crop, resize_long, batch, workers, n=24):
+    """Batches of the real classifier loader (JPEG decode, resize, flip, crop) over a toy
+    VOC generated at 500x375, cycled forever."""
+    from voc12.dataloader import VOC, TrainDataset
+    from voc12.toy import generate
+    tmp = tempfile.mkdtemp(prefix="bench_voc_")
+    voc = VOC(generate(tmp, n_train=n, n_aug=0, n_val=1, n_test=0, size=500, quiet=True))
+    data = TrainDataset(voc, voc.ids("train"), crop, resize_long)
+    keys = [[(e, i) for i in range(k, k + batch)] for e in range(1000)
+            for k in range(0, n - batch + 1, batch)]
+    dl = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=workers,
+                                     pin_memory=torch.cuda.is_available())
+    return iter(dl)
+
+
+# ---------------------------------------------------------------- the cases
+def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
+    """A classifier trainer (prefix cam or vit) with its preset's batch and crop; at VOC
+    size also fed by the real loader."""
+    toy = size == "toy"
+    p = TOY if toy else PAPER
+    batch = p[f"{prefix}_batch_size"] if toy or dev.type == "cuda" else cpu_voc_batch
+    crop = p["cam_crop_size"] if prefix == "cam" else p["vit_img_size"]
+    loader = None if toy else voc_loader(crop, p[f"{prefix}_resize_long"], batch, a.workers)
+    r = train_case(make_model(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
+                                           "label": (torch.rand(batch, 20) < 0.1).float()},
+                   lambda m, b: multilabel_loss(m(b["img"]), b["label"]), batch, dev,
+                   a.iters, loader)
+    return {**r, "model": f"{p[f'{prefix}_backbone']} crop {crop} batch {batch}"}
+
+
+def _cam_net(p):
+    from net.resnet_cam import CAMNet
+    return CAMNet(p["cam_backbone"], "none", p["cam_freeze_bn"], p["cam_freeze_stem"])
+
+
+def c_train_cam(size, dev, a):
+    return classifier_case("cam", _cam_net, size, dev, a, cpu_voc_batch=2)
+
+
+def c_make_cam(size, dev, a):
+    from net.resnet_cam import CAMNet, multiscale_cams
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    model = CAMNet(p["cam_backbone"], "none").eval().to(dev)
+    imgs = [torch.randn(3, round(h * s), round(w * s), device=dev) for s in p["cam_scales"]]
+
+    def fn():
+        with autocast(dev):
+            multiscale_cams(model, imgs, (h, w), [0, 5])
+    return {**infer_case(fn, dev), "model": f"{p['cam_backbone']}, {len(imgs)} scales x flip, 2 classes"}
+
+
+def _vit(p):
+    from net.vit_cam import ViTClassifier
+    return ViTClassifier(p["vit_backbone"], p["vit_img_size"], "none", p["vit_patch_size"],
+                         p["vit_depth"])
+
+
+def c_train_vit(size, dev, a):
+    return classifier_case("vit", _vit, size, dev, a, cpu_voc_batch=1)
+
+
+def c_make_vit_cam(size, dev, a):
+    from net.vit_cam import vit_cams
+    p = TOY if size == "toy" else PAPER
+    model = _vit(p).eval().to(dev)
+    x = torch.randn(1, 3, p["vit_img_size"], p["vit_img_size"], device=dev)
+
+    def fn():
+        with autocast(dev):
+            vit_cams(model, x, [0, 5], p["vit_cam_method"])
+    return {"img_s": rate(fn, dev, 2, 1), "model": f"{p['vit_backbone']}, {p['vit_cam_method']}, 2 classes"}
+
+
+def c_train_orandnet(size, dev, a):
+    from net.orandnet import build_orandnet, orand_loss
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    r = train_case(build_orandnet(p["orand_net"]),
+                   lambda: {"or": torch.rand(2, 1, h, w), "and": torch.rand(2, h, w)},
+                   lambda m, b: orand_loss(m(b["or"]), b["and"], "bce"), 1, dev, a.iters)
+    return {**r, "model": f"{p['orand_net']}, one image of 2 class maps per step"}
+
+
+def c_make_orandnet_cam(size, dev, a):
+    from net.orandnet import build_orandnet, orandnet_cams
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    model = build_orandnet(p["orand_net"]).eval().to(dev)
+    maps = torch.rand(3, h, w)
+    batched = infer_case(lambda: orandnet_cams(model, maps, "bce", dev), dev)["img_s"]
+    per_map = infer_case(lambda: [orandnet_cams(model, maps[k:k + 1], "bce", dev)
+                                  for k in range(len(maps))], dev)["img_s"]
+    return {"img_s": batched, "per_map_img_s": per_map, "ratio": batched / per_map,
+            "model": f"{p['orand_net']}, 3 class maps in one batch (per map: {per_map:.2f} img/s)"}
+
+
+def c_cam_to_ir_label(size, dev, a):
+    from misc.crf import confident_labels
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    maps = rng.random((2, h, w), dtype=np.float32)
+    fn = lambda: confident_labels(img, maps, [0, 5], p["conf_fg_thres"], p["conf_bg_thres"])  # noqa
+    return {"img_s": rate(fn, torch.device("cpu"), 2, 1), "model": "2 dense CRFs (numpy, CPU)"}
+
+
+def _boundary_net(p):
+    from net.irn import BoundaryNet, make_trunk, trunk_backbone
+    bb = trunk_backbone(p["irn_trunk"], p["cam_backbone"], p["irn_backbone"])
+    return BoundaryNet(make_trunk("none", bb)), bb
+
+
+def c_train_irn(size, dev, a):
+    from net.irn import affinity_loss
+    toy = size == "toy"
+    p = TOY if toy else PAPER
+    batch = p["irn_batch_size"] if toy or dev.type == "cuda" else 2
+    crop, radius = p["irn_crop_size"], p["irn_radius"]
+    model, bb = _boundary_net(p)
+
+    def make_batch():
+        label = torch.randint(0, 3, (batch, crop, crop))
+        label[:, :, :crop // 8] = 255
+        return {"img": torch.randn(batch, 3, crop, crop), "label": label}
+    r = train_case(model, make_batch, lambda m, b: affinity_loss(
+        m(b["img"]), b["label"][:, ::4, ::4], radius), batch, dev, a.iters)
+    return {**r, "model": f"boundary net on {bb}, crop {crop} batch {batch}, radius {radius}"}
+
+
+def c_make_sem_seg_labels(size, dev, a):
+    from net.irn import random_walk
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    model, bb = _boundary_net(p)
+    model.eval().to(dev)
+    x = torch.randn(2, 3, h, w, device=dev)
+    cams = torch.rand(2, (h + 3) // 4, (w + 3) // 4, device=dev)
+
+    def fn():
+        with autocast(dev):
+            e = torch.sigmoid(model(x).float())[0, 0, :cams.shape[1], :cams.shape[2]]
+        random_walk(cams, e, p["walk_radius"], p["beta"], p["exp_times"])
+    return {**infer_case(fn, dev), "model": f"boundary net ({bb}) x flip + sparse walk 2^{p['exp_times']}"}
+
+
+def _seg(p):
+    from net.deeplab import DeepLabLargeFOV
+    return DeepLabLargeFOV(p["seg_backbone"], "none", p["seg_fov"], p["seg_width"],
+                           p["seg_dropout"])
+
+
+def c_train_seg(size, dev, a):
+    toy = size == "toy"
+    p = TOY if toy else PAPER
+    batch = p["seg_batch_size"] if toy or dev.type == "cuda" else 2
+    crop = p["seg_crop_size"]
+    r = train_case(_seg(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
+                                     "label": torch.randint(0, 21, (batch, crop, crop))},
+                   lambda m, b: F.cross_entropy(m(b["img"]), b["label"], ignore_index=255),
+                   batch, dev, a.iters)
+    return {**r, "model": f"DeepLab-LargeFOV {p['seg_backbone']} OS8, crop {crop} batch {batch}"}
+
+
+def c_make_seg(size, dev, a):
+    from net.deeplab import seg_probs
+    p = TOY if size == "toy" else PAPER
+    h, w = SIZES[size]
+    model = _seg(p).eval().to(dev)
+    imgs = [torch.randn(3, round(h * s), round(w * s)) for s in p["seg_infer_scales"]]
+    raw = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+    def fn():
+        probs = seg_probs(model, imgs, (h, w), dev)
+        if p["seg_crf"]:
+            from misc.crf import crf_probs
+            crf_probs(raw, probs.cpu().numpy())
+    crf = " + CRF" if p["seg_crf"] else ""
+    return {**infer_case(fn, dev, 1), "model": f"{p['seg_backbone']}, {len(imgs)} scales x flip{crf}"}
+
+
+def c_walk(method):
+    def case(size, dev, a):
+        from net.irn import random_walk, transition_matrix
+        h, w = (s // 4 + (s % 4 > 0) for s in SIZES[size])
+        torch.manual_seed(0)
+        edge, cams = (torch.rand(h, w) ** 4).to(dev), torch.rand(3, h, w).to(dev)
+        if method == "sparse":
+            fn = lambda: random_walk(cams, edge, 5, 10.0, 8)  # noqa: E731
+        else:  # the reference: dense (HW)x(HW) transition squared 8 times
+            def fn():
+                t = transition_matrix(edge, 5, 10.0).to_dense().T.contiguous()
+                for _ in range(8):
+                    t = t @ t
+                return (cams * (1 - edge)[None]).reshape(3, -1) @ t
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ips = rate(fn, dev, 1, 1, warmup=0)
+        growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 2**20
+        return {"img_s": ips, "rss_growth_gib": growth, "model": f"{method} walk on {h}x{w}"}
+    return case
+
+
+CASES = {"train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
+         "make_vit_cam": c_make_vit_cam, "train_orandnet": c_train_orandnet,
+         "make_orandnet_cam": c_make_orandnet_cam, "cam_to_ir_label": c_cam_to_ir_label,
+         "train_irn": c_train_irn, "make_sem_seg_labels": c_make_sem_seg_labels,
+         "train_seg": c_train_seg, "make_seg": c_make_seg,
+         "walk_sparse": c_walk("sparse"), "walk_dense": c_walk("dense")}
+
+
+def run_case(name, size, a):
+    """Run one case in this process; print its result as one JSON line."""
+    dev = resolve_device(a.device)
+    torch.manual_seed(0)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    r = CASES[name](size, dev, a)
+    r["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if dev.type == "cuda":
+        r["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    print("RESULT " + json.dumps(r))
+
+
+# ---------------------------------------------------------------- the report
+def machine(dev):
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "none"
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), GPU {gpu}")
+
+
+def peak_tflops(dev, flag):
+    if flag:
+        return flag
+    if dev.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+
+
+def estimate(results):
+    """Hours of each stage of the paper preset on VOC: images x epochs / measured img/s."""
+    aug = VOC_IMAGES["train_aug"]
+    work = {"train_cam": aug * PAPER["cam_epochs"], "make_cam": aug,
+            "train_vit": aug * PAPER["vit_epochs"], "make_vit_cam": aug,
+            "train_orandnet": PAPER["orand_iters"], "make_orandnet_cam": aug,
+            "cam_to_ir_label": aug, "train_irn": aug * PAPER["irn_epochs"],
+            "make_sem_seg_labels": aug, "train_seg": aug * PAPER["seg_epochs"],
+            "make_seg": VOC_IMAGES["val"] + VOC_IMAGES["test"]}
+    rows = []
+    for stage, n in work.items():
+        r = results.get((stage, "voc"))
+        rows.append((stage, n, r["img_s"] if r else None, n / r["img_s"] / 3600 if r else None))
+    return rows
+
+
+def write_report(path, results, dev, a, seconds):
+    peak = peak_tflops(dev, a.peak_tflops)
+    mode = "bf16 autocast + channels_last" if dev.type == "cuda" else "fp32"
+    L = ["# Benchmarks", "", f"Written by `make bench` (`python bench/bench.py`) on "
+         f"{time.strftime('%Y-%m-%d')}, in {seconds / 60:.1f} min.", "",
+         f"Machine: {machine(dev)}. Device: {dev} ({mode}).", "",
+         "Toy size: the toy preset's models on 160x120 images; VOC size: the paper preset's "
+         "models on 500x375 images (random weights and inputs: speed does not depend on them). "
+         "On CPU the VOC-size trainers run smaller batches than the preset (marked in the "
+         "model column). Every case runs in a fresh process: peak RSS is that case's alone.", "",
+         "| stage | size | model | img/s | peak RSS GiB | peak CUDA GiB | GFLOP/img | "
+         "achieved TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for (stage, size), r in results.items():
+        if stage.startswith("walk_"):
+            continue
+        g = r.get("gflop_per_img")
+        tf = g * r["img_s"] / 1e3 if g else None
+        cuda = f"{r['peak_cuda_gib']:.2f}" if "peak_cuda_gib" in r else "—"
+        L.append(f"| {stage} | {size} | {r['model']} | {r['img_s']:.3g} | {r['peak_rss_gib']:.2f} | "
+                 f"{cuda} | {g and f'{g:.1f}' or '—'} | "
+                 f"{tf and f'{tf:.3f}' or '—'} | "
+                 f"{f'{100 * tf / peak:.1f} %' if tf and peak else '—'} |")
+    L += ["", "## Data loading", "",
+          "The VOC-size classifier trainers fed by the real loader (JPEG decode, random resize, "
+          f"flip, crop of 500x375 images, {a.workers} workers) against a fixed batch already on "
+          "the device.", "", "| stage | img/s, loading excluded | img/s, loading included | "
+          "loading costs |", "|---|---|---|---|"]
+    for stage in ("train_cam", "train_vit"):
+        r = results.get((stage, "voc"))
+        if r and "img_s_with_loading" in r:
+            x, y = r["img_s"], r["img_s_with_loading"]
+            L.append(f"| {stage} | {x:.3g} | {y:.3g} | {100 * (1 - y / x):.0f} % of throughput |")
+    L += ["", "## Side by side", "", "| comparison | size | this project | the reference's way | ratio |",
+          "|---|---|---|---|---|"]
+    for size in SIZES:
+        r = results.get(("make_orandnet_cam", size))
+        if r:
+            L.append(f"| ORANDNet inference, batched vs per map (img/s) | {size} | {r['img_s']:.3g} "
+                     f"| {r['per_map_img_s']:.3g} | {r['ratio']:.2f}x |")
+        s, d = results.get(("walk_sparse", size)), results.get(("walk_dense", size))
+        if s and d:
+            gs, gd = (max(x["rss_growth_gib"], 1e-4) for x in (s, d))
+            L.append(f"| random walk, sparse vs dense (s/image; RSS growth GiB) | {size} | "
+                     f"{1 / s['img_s']:.3g} s; {gs:.3f} | {1 / d['img_s']:.3g} s; {gd:.3f} | "
+                     f"{s['img_s'] / d['img_s']:.0f}x faster, {gd / gs:.0f}x less memory |")
+    L += ["", "## Estimate of the full paper-preset VOC run on this machine", "",
+          f"Images x epochs (train_aug = {VOC_IMAGES['train_aug']}; the segmenter needs "
+          "pseudo-masks for all of train_aug) / the VOC-size img/s above; one device, no "
+          "overlap between stages.", "", "| stage | images processed | img/s | hours |",
+          "|---|---|---|---|"]
+    total = 0.0
+    for stage, n, ips, hours in estimate(results):
+        total += hours or 0
+        L.append(f"| {stage} | {n} | {ips and f'{ips:.3g}' or 'not measured'} | "
+                 f"{hours and f'{hours:.1f}' or '—'} |")
+    L += [f"| **total** | | | **{total:.1f}** |", ""]
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(L))
+    os.replace(path + ".tmp", path)
+    return "\n".join(L)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", default="", help="run the cases whose 'stage:size' contains this")
+    p.add_argument("--sizes", default="toy,voc")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--iters", type=int, default=2, help="timed training steps per case")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="loader processes of the data-loading rows")
+    p.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 peak")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case
+    a = p.parse_args()
+    if a.case:
+        return run_case(*a.case.split(":"), a)
+    t0, results = time.time(), {}
+    for size in a.sizes.split(","):
+        for name in CASES:
+            if a.only not in f"{name}:{size}":
+                continue
+            cmd = [sys.executable, __file__, "--case", f"{name}:{size}", "--device", a.device,
+                   "--iters", str(a.iters), "--workers", str(a.workers)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{name}:{size} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results[(name, size)] = json.loads(line[7:])
+            print(f"{name}:{size} {results[(name, size)]['img_s']:.3g} img/s", flush=True)
+    print(write_report(a.out, results, resolve_device(a.device), a, time.time() - t0))
+
+
+if __name__ == "__main__":
+    main()
