@@ -20,7 +20,7 @@ from misc.fileio import atomic_path
 STEPS = [
     ("train_cam", "VOC train_list images + XML labels", "sess/cam.pth (+ sess/cam.ckpt)"),
     ("make_cam", "sess/cam.pth, VOC infer_list images", "result/cam/<id>.npz"),
-    ("eval_cam", "result/cam/, VOC infer_list masks", "result/eval/eval_cam.json"),
+    ("eval_cam", "result/cam/, VOC eval_list masks", "result/eval/eval_cam.json"),
     ("train_vit", "VOC train_list images + XML labels", "sess/vit.pth (+ sess/vit.ckpt)"),
     ("make_vit_cam", "sess/vit.pth, VOC infer_list images", "result/vit_cam/<id>.npz"),
     ("eval_vit_cam", "result/vit_cam/ (+ result/cam/), masks", "result/eval/eval_vit_cam.json"),
@@ -98,7 +98,10 @@ def build_parser():
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--num_workers", type=int, default=None, help="data-loading processes")
     g.add_argument("--train_list", default=None, help="split name or list file for training")
-    g.add_argument("--infer_list", default=None, help="split name or list file for CAMs/eval")
+    g.add_argument("--infer_list", default=None,
+                   help="images that get CAMs and pseudo-masks (the segmenter trains on them)")
+    g.add_argument("--eval_list", default=None,
+                   help="images the CAM and pseudo-mask evaluations score (within infer_list)")
     g = p.add_argument_group("training loop (every trainer)")
     g.add_argument("--ckpt_every", type=int, default=500, help="checkpoint period (iterations)")
     g.add_argument("--resume", action="store_true", help="continue from sess/<name>.ckpt")
@@ -174,7 +177,7 @@ def build_parser():
     g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
     g.add_argument("--seg_eval_list", default=None)
     g = p.add_argument_group("report (steps 21-22)")
-    g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over infer_list)")
+    g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over eval_list)")
     g.add_argument("--draw_ids", default=None, help="comma-separated ids to draw instead")
     return p
 

@@ -71,7 +71,12 @@ def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None):
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                           momentum=0.9)
-    fixed = {k: v.to(dev) for k, v in make_batch().items()}
+    def to_dev(b):  # as the shared loop does
+        b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
+        if dev.type == "cuda" and "img" in b:
+            b["img"] = b["img"].contiguous(memory_format=torch.channels_last)
+        return b
+    fixed = to_dev(make_batch())
 
     def step(b=None):
         b = b or fixed
@@ -83,9 +88,7 @@ def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None):
     flops = count_flops(step)  # also the warm-up
     out = {"img_s": rate(step, dev, iters, batch, warmup=0), "gflop_per_img": flops / batch / 1e9}
     if loader is not None:
-        out["img_s_with_loading"] = rate(
-            lambda: step({k: v.to(dev, non_blocking=True) for k, v in next(loader).items()}),
-            dev, iters, batch)
+        out["img_s_with_loading"] = rate(lambda: step(to_dev(next(loader))), dev, iters, batch)
     return out
 
 
@@ -298,7 +301,19 @@ def c_walk(method):
     return case
 
 
-CASES = {"train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
+def c_loader(size, dev, a):
+    """The classifier loader alone at 1, 2 and all CPUs' worth of workers: how many img/s
+    the CPU side can feed whatever the device."""
+    h = {}
+    for w in sorted({0, 2, os.cpu_count() or 1}):
+        it = voc_loader(PAPER["cam_crop_size"], PAPER["cam_resize_long"], 8, w)
+        h[w] = rate(lambda: next(it), torch.device("cpu"), 6, 8)  # noqa: B023
+    return {"img_s": max(h.values()), "by_workers": h,
+            "model": "decode + resize + flip + crop, workers " +
+                     ", ".join(f"{w}: {v:.0f} img/s" for w, v in h.items())}
+
+
+CASES = {"loader": c_loader, "train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
          "make_vit_cam": c_make_vit_cam, "train_orandnet": c_train_orandnet,
          "make_orandnet_cam": c_make_orandnet_cam, "cam_to_ir_label": c_cam_to_ir_label,
          "train_irn": c_train_irn, "make_sem_seg_labels": c_make_sem_seg_labels,
@@ -368,8 +383,8 @@ def write_report(path, results, dev, a, seconds):
          "| stage | size | model | img/s | peak RSS GiB | peak CUDA GiB | GFLOP/img | "
          "achieved TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
     for (stage, size), r in results.items():
-        if stage.startswith("walk_"):
-            continue
+        if stage.startswith("walk_") or stage == "loader":
+            continue  # in their own sections below
         g = r.get("gflop_per_img")
         tf = g * r["img_s"] / 1e3 if g else None
         cuda = f"{r['peak_cuda_gib']:.2f}" if "peak_cuda_gib" in r else "—"
@@ -387,6 +402,10 @@ def write_report(path, results, dev, a, seconds):
         if r and "img_s_with_loading" in r:
             x, y = r["img_s"], r["img_s_with_loading"]
             L.append(f"| {stage} | {x:.3g} | {y:.3g} | {100 * (1 - y / x):.0f} % of throughput |")
+    r = results.get(("loader", "voc"))
+    if r:
+        L += ["", f"The loader alone (VOC size, crop 512, batches of 8): {r['model']}. A trainer "
+              "whose loading-excluded img/s is above this number is limited by data loading."]
     L += ["", "## Side by side", "", "| comparison | size | this project | the reference's way | ratio |",
           "|---|---|---|---|---|"]
     for size in SIZES:
@@ -434,8 +453,8 @@ def main():
     t0, results = time.time(), {}
     for size in a.sizes.split(","):
         for name in CASES:
-            if a.only not in f"{name}:{size}":
-                continue
+            if a.only not in f"{name}:{size}" or (name, size) == ("loader", "toy"):
+                continue  # the loader row is about VOC-size JPEGs only
             cmd = [sys.executable, __file__, "--case", f"{name}:{size}", "--device", a.device,
                    "--iters", str(a.iters), "--workers", str(a.workers)]
             r = subprocess.run(cmd, capture_output=True, text=True)

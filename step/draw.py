@@ -30,7 +30,7 @@ def pick_ids(args, voc):
     """--draw_ids, or --draw_n ids spread evenly over the infer list."""
     if args.draw_ids:
         return [i.strip() for i in args.draw_ids.split(",") if i.strip()]
-    ids = voc.ids(args.infer_list)
+    ids = voc.ids(args.eval_list)
     n = max(1, min(args.draw_n, len(ids)))
     return [ids[round(k * (len(ids) - 1) / max(n - 1, 1))] for k in range(n)]
 

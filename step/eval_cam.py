@@ -11,8 +11,8 @@ def run(args):
     if not is_main():
         return "evaluated on rank 0"
     voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.infer_list)
+    ids = voc.ids(args.eval_list)
     res = evaluate_cam_dir(voc, ids, os.path.join(args.result_dir, "cam"), args.cam_eval_thres,
                            producer="make_cam")
-    res["list"] = args.infer_list
+    res["list"] = args.eval_list
     return report(res, os.path.join(args.result_dir, "eval", "eval_cam.json"), "ResNet CAM")

@@ -17,7 +17,7 @@ def run(args):
     if not is_main():
         return "evaluated on rank 0"
     voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.infer_list)
+    ids = voc.ids(args.eval_list)
     fixed = {"cam": args.cam_eval_thres, "vit_cam": args.vit_eval_thres}
     rows = [(os.path.basename(d), d, "make_cam / make_vit_cam / import_cams")
             for d, _ in parse_sources(args.orand_sources, args.result_dir)]
@@ -34,7 +34,7 @@ def run(args):
                       "per_class_best": {k: r["best"][k] for k in ("iou", "precision", "recall")}})
     path = os.path.join(args.result_dir, "eval", "orandnet.json")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump({"n_images": len(ids), "list": args.infer_list, "loss": args.orand_loss,
+        json.dump({"n_images": len(ids), "list": args.eval_list, "loss": args.orand_loss,
                    "sources": args.orand_sources, "rows": table}, f, indent=1)
     print(format_table([(f"{r['name']} @{kind}", r[kind]) for r in table
                         for kind in ("fixed", "best")]))

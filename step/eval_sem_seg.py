@@ -15,7 +15,7 @@ def run(args):
     if not is_main():
         return "evaluated on rank 0"
     voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.infer_list)
+    ids = voc.ids(args.eval_list)
     cam_dir = result_folder(args.sem_seg_cam_dir, args.result_dir)
     before = evaluate_cam_dir(voc, ids, cam_dir, args.orand_eval_thres, producer="the CAM steps")
     after = evaluate_label_dir(voc, ids, os.path.join(args.result_dir, "sem_seg"),
@@ -26,7 +26,7 @@ def run(args):
     path = os.path.join(args.result_dir, "eval", "sem_seg.json")
     keep = ("threshold", "miou", "mprecision", "mrecall", "iou", "precision", "recall")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump({"cam_dir": cam_dir, "list": args.infer_list, "n_images": len(ids),
+        json.dump({"cam_dir": cam_dir, "list": args.eval_list, "n_images": len(ids),
                    "before_irn_fixed": {k: before[k] for k in keep},
                    "before_irn_best": {k: before["best"][k] for k in keep},
                    "after_irn": {k: after[k] for k in keep}}, f, indent=1)

@@ -12,10 +12,10 @@ def run(args):
     if not is_main():
         return "evaluated on rank 0"
     voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.infer_list)
+    ids = voc.ids(args.eval_list)
     vit_dir, res_dir = (os.path.join(args.result_dir, d) for d in ("vit_cam", "cam"))
     res = evaluate_cam_dir(voc, ids, vit_dir, args.vit_eval_thres, producer="make_vit_cam")
-    res["list"] = args.infer_list
+    res["list"] = args.eval_list
     note = ""
     if all(os.path.exists(cam_path(res_dir, i)) for i in ids):
         d = firing_disagreement(voc, ids, res_dir, args.cam_eval_thres, vit_dir,

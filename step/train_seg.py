@@ -35,13 +35,14 @@ def run(args):
     if cam_init:  # toy: the CAM classifier's trunk stands in for ImageNet weights
         load_cam_trunk(model, os.path.join(args.sess_dir, "cam.pth"), args.cam_backbone)
     backbone, head = model.param_groups()
+    # DeepLab: the new head learns at 10x the lr of a pretrained backbone; from scratch, one lr
+    mult = 1 if args.seg_pretrained == "none" else 10
+    groups = [{"params": backbone, "lr": args.seg_lr}, {"params": head, "lr": mult * args.seg_lr}]
     if args.seg_optimizer == "adam":  # toy: a from-scratch net on 100 images learns far faster
-        opt = torch.optim.Adam(model.parameters(), lr=args.seg_lr,
-                               weight_decay=args.seg_weight_decay)
-    else:  # DeepLab's SGD, the head at 10x the backbone's lr
-        opt = torch.optim.SGD([{"params": backbone, "lr": args.seg_lr},
-                               {"params": head, "lr": 10 * args.seg_lr}], lr=args.seg_lr,
-                              momentum=args.seg_momentum, weight_decay=args.seg_weight_decay)
+        opt = torch.optim.Adam(groups, lr=args.seg_lr, weight_decay=args.seg_weight_decay)
+    else:
+        opt = torch.optim.SGD(groups, lr=args.seg_lr, momentum=args.seg_momentum,
+                              weight_decay=args.seg_weight_decay)
     cfg = FitConfig.from_args(args, name=args.seg_tag, max_iters=iters,
                               batch_size=args.seg_batch_size,
                               meta=weights_meta(args.seg_tag, args.seg_backbone, args.seg_fov))

@@ -46,12 +46,17 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
 
 
 def test_report_of_a_partial_run_marks_missing_stages(toy_root, tmp_path):
-    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
+    # CAMs for train_aug (train + aug, as the paper preset makes them), scored on train only
+    args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY,
+            "--infer_list", "train_aug", "--eval_list", "train"]
     run_sample.main(args + ["--steps", "1-3"])
+    voc = VOC(toy_root)
+    assert len(list((tmp_path / "result" / "cam").glob("*.npz"))) == len(voc.ids("train_aug")) == 16
     run_sample.main(args + ["--steps", "draw,summary", "--draw_ids", "toy_000002"])
     with open(tmp_path / "result" / "summary.json") as f:
         rows = json.load(f)["rows"]
     assert rows[0]["stage"] == "ResNet CAM" and rows[0]["miou"] is not None
+    assert rows[0]["evaluated_on"] == "train (8 images)"
     assert all(r["miou"] is None and r["evaluated_on"] is None for r in rows[1:])
     md = (tmp_path / "result" / "summary.md").read_text()
     assert md.count("not run") == len(rows) - 1
