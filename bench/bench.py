@@ -396,12 +396,12 @@ def write_report(path, results, dev, a, seconds):
           "The VOC-size classifier trainers fed by the real loader (JPEG decode, random resize, "
           f"flip, crop of 500x375 images, {a.workers} workers) against a fixed batch already on "
           "the device.", "", "| stage | img/s, loading excluded | img/s, loading included | "
-          "loading costs |", "|---|---|---|---|"]
+          "included / excluded |", "|---|---|---|---|"]
     for stage in ("train_cam", "train_vit"):
         r = results.get((stage, "voc"))
         if r and "img_s_with_loading" in r:
             x, y = r["img_s"], r["img_s_with_loading"]
-            L.append(f"| {stage} | {x:.3g} | {y:.3g} | {100 * (1 - y / x):.0f} % of throughput |")
+            L.append(f"| {stage} | {x:.3g} | {y:.3g} | {y / x:.2f} |")
     r = results.get(("loader", "voc"))
     if r:
         L += ["", f"The loader alone (VOC size, crop 512, batches of 8): {r['model']}. A trainer "
