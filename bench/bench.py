@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from misc.cam_io import strided_size  # noqa: E402
 from misc.classifier import multilabel_loss  # noqa: E402
 from misc.config import PRESETS  # noqa: E402
 from misc.torchutils import autocast, resolve_device  # noqa: E402
@@ -236,7 +237,7 @@ def c_make_sem_seg_labels(size, dev, a):
     model, bb = _boundary_net(p)
     model.eval().to(dev)
     x = torch.randn(2, 3, h, w, device=dev)
-    cams = torch.rand(2, (h + 3) // 4, (w + 3) // 4, device=dev)
+    cams = torch.rand(2, *strided_size(h, w), device=dev)
 
     def fn():
         with autocast(dev):
@@ -283,7 +284,7 @@ def c_make_seg(size, dev, a):
 def c_walk(method):
     def case(size, dev, a):
         from net.irn import random_walk, transition_matrix
-        h, w = (s // 4 + (s % 4 > 0) for s in SIZES[size])
+        h, w = strided_size(*SIZES[size])
         torch.manual_seed(0)
         edge, cams = (torch.rand(h, w) ** 4).to(dev), torch.rand(3, h, w).to(dev)
         if method == "sparse":

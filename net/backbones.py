@@ -23,20 +23,36 @@ def _fetch_error(name, flag, e, url=""):
         f"{flag} /path/to/file.pth")
 
 
-def torchvision_model(name, pretrained="none", flag="--pretrained", ignore=("fc.",)):
+def torchvision_model(name, pretrained="none", flag="--pretrained", ignore=("fc.",), **kw):
     """A torchvision model by builder name with ImageNet weights ('imagenet'), none, or a
-    local state dict (keys starting with `ignore` skipped). Offline: says what to fetch."""
+    local state dict (keys starting with `ignore` skipped); `kw` go to the builder.
+    Offline: says what to fetch."""
     if name not in _torchvision_names():
         raise PipelineError(f"'{name}' is not a torchvision model")
     if pretrained != "imagenet":
-        model = torchvision.models.get_model(name, weights=None)
+        model = torchvision.models.get_model(name, weights=None, **kw)
         if pretrained != "none":
             load_backbone_file(model, pretrained, flag, ignore)
         return model
     try:
-        return torchvision.models.get_model(name, weights="IMAGENET1K_V1")
+        return torchvision.models.get_model(name, weights="IMAGENET1K_V1", **kw)
     except Exception as e:  # download failures surface as URLError, HTTPError, OSError, ...
         raise _fetch_error(name, flag, e, torchvision.models.get_model_weights(name)["IMAGENET1K_V1"].url) from e
+
+
+def timm_model(name, pretrained="none", flag="--pretrained", **kw):
+    """A timm model with ImageNet weights ('imagenet'), none, or a local state dict; `kw`
+    go to timm.create_model. Offline: says what to fetch."""
+    import timm  # imported here: it is slow to import
+    try:
+        model = timm.create_model(name, pretrained=pretrained == "imagenet", **kw)
+    except Exception as e:
+        if pretrained != "imagenet":
+            raise
+        raise _fetch_error(name, flag, e) from e
+    if pretrained not in ("none", "imagenet"):
+        load_backbone_file(model, pretrained, flag)
+    return model
 
 
 def build_resnet(name, pretrained="none"):
@@ -50,14 +66,7 @@ def build_resnet(name, pretrained="none"):
     else:
         if not timm.is_model(bare):
             raise PipelineError(f"backbone '{name}' is neither a torchvision nor a timm model")
-        try:
-            model = timm.create_model(bare, pretrained=pretrained == "imagenet")
-        except Exception as e:
-            if pretrained != "imagenet":
-                raise
-            raise _fetch_error(name, "--pretrained", e) from e
-        if pretrained not in ("none", "imagenet"):
-            load_backbone_file(model, pretrained)
+        model = timm_model(bare, pretrained)
     for attr in ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4"):
         if not hasattr(model, attr):
             raise PipelineError(f"backbone '{name}' is not a ResNet (no '{attr}')")

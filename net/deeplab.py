@@ -5,12 +5,11 @@ pool4/pool5 at stride 1, conv5 dilated 2) or any timm ResNet built at output str
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from misc.errors import PipelineError
 from misc.torchutils import autocast
 from misc.trainer import load_weights
-from net.backbones import _fetch_error, load_backbone_file, torchvision_model
+from net.backbones import timm_model, torchvision_model
 from net.resnet_cam import trained_cam_net
 from voc12.classes import CLASS_NAMES
 
@@ -28,31 +27,16 @@ def _vgg16_os8(pretrained):
 
 def _resnet_os8(name, pretrained):
     if name in ("resnet50", "resnet101", "resnet152"):
-        if pretrained == "imagenet":
-            try:
-                r = torchvision.models.get_model(name, weights="IMAGENET1K_V1",
-                                                 replace_stride_with_dilation=[False, True, True])
-            except Exception as e:
-                raise _fetch_error(name, "--seg_pretrained", e) from e
-        else:
-            r = torchvision.models.get_model(name, replace_stride_with_dilation=[False, True, True])
-            if pretrained != "none":
-                load_backbone_file(r, pretrained, "--seg_pretrained")
+        r = torchvision_model(name, pretrained, "--seg_pretrained",
+                              replace_stride_with_dilation=[False, True, True])
         trunk = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
         return trunk, r.fc.in_features
     import timm
     bare = name.removeprefix("timm:")
     if not timm.is_model(bare):
         raise PipelineError(f"--seg_backbone {name}: expected resnet101, vgg16 or a timm ResNet")
-    try:
-        m = timm.create_model(bare, pretrained=pretrained == "imagenet", output_stride=8,
-                              num_classes=0, global_pool="")
-    except Exception as e:
-        if pretrained != "imagenet":
-            raise
-        raise _fetch_error(name, "--seg_pretrained", e) from e
-    if pretrained not in ("none", "imagenet"):
-        load_backbone_file(m, pretrained, "--seg_pretrained")
+    m = timm_model(bare, pretrained, "--seg_pretrained", output_stride=8, num_classes=0,
+                   global_pool="")
     return m, m.num_features
 
 

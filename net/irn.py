@@ -148,7 +148,6 @@ def weights_meta(trunk, backbone, radius):
             "radius": radius}
 
 
-
 def trunk_backbone(kind, cam_backbone, irn_backbone):
     """The backbone name of the trunk: the CAM classifier's for kind 'cam'."""
     return cam_backbone if kind == "cam" else irn_backbone

@@ -8,6 +8,7 @@ import os
 
 import matplotlib
 import numpy as np
+from tqdm import tqdm
 
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,19 +50,16 @@ def _label_png(path):
 
 
 def _predictor(args):
-    """img_id -> the segmenter's label map (on the fly: any image of any list), or None."""
+    """item of a MultiScaleDataset -> the segmenter's label map (on the fly: any image of
+    any list), or None when no segmenter is trained."""
     path = os.path.join(args.sess_dir, f"{args.seg_tag}.pth")
     if not os.path.exists(path):
-        return lambda img_id: None
+        return lambda item: None
     from net.deeplab import seg_probs, trained_seg_net  # torch only when a model exists
     model = trained_seg_net(args.seg_tag, args.seg_backbone, args.seg_fov, args.seg_width,
                             path).to(args.device).eval()
-    voc = VOC(args.voc12_root, args.result_dir)
-
-    def predict(img_id):
-        item = MultiScaleDataset(voc, [img_id], args.seg_infer_scales)[0]
-        return seg_probs(model, item["imgs"], tuple(item["size"]), args.device).argmax(0).cpu().numpy()
-    return predict
+    return lambda item: seg_probs(model, item["imgs"], tuple(item["size"]),
+                                  args.device).argmax(0).cpu().numpy()
 
 
 def draw_grid(path, img, panels):
@@ -149,23 +147,26 @@ def run(args):
     res = args.result_dir
     ids = pick_ids(args, voc)
     voc.check_images(ids)
-    labels = voc.labels(ids)
     sources = [(SOURCE_TITLES.get(os.path.basename(d), os.path.basename(d)), d)
                for d, _ in parse_sources(args.orand_sources, res)]
     maps = sources + [("OR", os.path.join(res, "or_cam")), ("AND", os.path.join(res, "and_cam")),
                       ("ORANDNet", os.path.join(res, "orandnet_cam"))]
     predict = _predictor(args)
     pm_dir = os.path.join(res, "sem_seg")
-    for i in ids:
+    # each image decoded once: its scales feed the segmenter, its raw copy the grid
+    data = MultiScaleDataset(voc, ids, args.seg_infer_scales, raw=True)
+    for k in tqdm(range(len(data)), desc="draw"):
+        item = data[k]
+        i = item["id"]
         try:
             gt = voc.mask(i)
         except PipelineError:
             gt = None  # a test image: no mask to show
         panels = [("ground truth", "label", gt)]
-        panels += [(t, "map", _map(d, i, labels[i])) for t, d in maps]
+        panels += [(t, "map", _map(d, i, item["keys"])) for t, d in maps]
         panels += [("pseudo-mask", "label", _label_png(os.path.join(pm_dir, f"{i}.png"))),
-                   (f"prediction ({args.seg_tag})", "label", predict(i))]
-        draw_grid(os.path.join(out, f"grid_{i}.png"), voc.image(i), panels)
+                   (f"prediction ({args.seg_tag})", "label", predict(item))]
+        draw_grid(os.path.join(out, f"grid_{i}.png"), item["raw"], panels)
     rows = collect(res, args.seg_tag, read_json(os.path.join(res, "step_times.json")))
     draw_pr(os.path.join(out, "pr_threshold.png"), rows)
     draw_class_iou(os.path.join(out, "class_iou.png"), rows)

@@ -16,7 +16,7 @@ def run(args):
     ids = voc.ids(args.seg_eval_list)
     r = evaluate_label_dir(voc, ids, os.path.join(args.result_dir, args.seg_tag, args.seg_eval_list),
                            "make_seg")
-    r.update(threshold=0.0, tag=args.seg_tag, list=args.seg_eval_list, crf=args.seg_crf)
+    r.update(tag=args.seg_tag, list=args.seg_eval_list, crf=args.seg_crf)
     path = os.path.join(args.result_dir, "eval", f"{args.seg_tag}.json")
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(r, f, indent=1)

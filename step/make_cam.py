@@ -3,14 +3,12 @@ import os
 
 from misc.inference import process_images
 from misc.torchutils import autocast
-from misc.trainer import load_weights
-from net.resnet_cam import CAMNet, multiscale_cams, weights_meta
+from net.resnet_cam import multiscale_cams, trained_cam_net
 from voc12.dataloader import MultiScaleDataset
 
 
 def run(args):
-    model = CAMNet(args.cam_backbone, "none", args.cam_freeze_bn, args.cam_freeze_stem)
-    load_weights(model, os.path.join(args.sess_dir, "cam.pth"), weights_meta(args.cam_backbone))
+    model = trained_cam_net(args.cam_backbone, os.path.join(args.sess_dir, "cam.pth"))
     model.to(args.device).eval()
 
     def cams(item):

@@ -33,11 +33,11 @@ def markdown(rows, times, header):
            "| stage | evaluated on | threshold | mIoU | precision | recall | mIoU at the fixed "
            "threshold | steps (s) | wall time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        thr = "—" if r["threshold"] is None else f"{r['threshold']:.2f}"
+        # a scored row without a threshold is the segmenter: its argmax needs none
+        thr = "—" if r["miou"] is None else \
+            "argmax" if r["threshold"] is None else f"{r['threshold']:.2f}"
         fixed = "—" if not r["fixed"] else \
             f"{_pct(r['fixed']['miou'])} @{r['fixed']['threshold']:.2f}"
-        if r["kind"] == "mask":
-            thr = "argmax" if r["threshold"] in (None, 0.0) and r["miou"] is not None else thr
         steps, total = _secs(r["steps"])
         out.append(f"| {r['stage']} | {r['evaluated_on'] or 'not run'} | {thr} | "
                    f"{_pct(r['miou'])} | {_pct(r['mprecision'])} | {_pct(r['mrecall'])} | "
