@@ -12,43 +12,17 @@ import os
 import sys
 import time
 
-from misc.config import PRESETS, apply_preset
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
-
-# (name, what it reads, what it writes); the step's number is its position + 1
-STEPS = [
-    ("train_cam", "VOC train_list images + XML labels", "sess/cam.pth (+ sess/cam.ckpt)"),
-    ("make_cam", "sess/cam.pth, VOC infer_list images", "result/cam/<id>.npz"),
-    ("eval_cam", "result/cam/, VOC eval_list masks", "result/eval/eval_cam.json"),
-    ("train_vit", "VOC train_list images + XML labels", "sess/vit.pth (+ sess/vit.ckpt)"),
-    ("make_vit_cam", "sess/vit.pth, VOC infer_list images", "result/vit_cam/<id>.npz"),
-    ("eval_vit_cam", "result/vit_cam/ (+ result/cam/), masks", "result/eval/eval_vit_cam.json"),
-    ("import_cams", "--import_dir other projects' .npy (pickles)", "result/<import_name>/<id>.npz"),
-    ("make_orand", "the --orand_sources CAM folders", "result/or_cam/, result/and_cam/"),
-    ("make_naive_cam", "the --orand_sources CAM folders", "result/naive_cam/<id>.npz"),
-    ("train_orandnet", "result/or_cam/, result/and_cam/", "sess/orandnet.pth (+ .ckpt)"),
-    ("make_orandnet_cam", "sess/orandnet.pth, result/or_cam/", "result/orandnet_cam/<id>.npz"),
-    ("eval_orandnet", "sources, naive, OR, AND, ORANDNet, masks", "result/eval/orandnet.json"),
-    ("cam_to_ir_label", "--sem_seg_cam_dir CAMs, VOC images", "result/ir_label/<id>.png"),
-    ("train_irn", "result/ir_label/, VOC images (+ sess/cam.pth)", "sess/irn.pth (+ .ckpt)"),
-    ("make_sem_seg_labels", "sess/irn.pth, --sem_seg_cam_dir CAMs", "result/sem_seg/<id>.png"),
-    ("eval_sem_seg", "result/sem_seg/, --sem_seg_cam_dir, masks", "result/eval/sem_seg.json"),
-    ("train_seg", "--seg_label_dir PMs (or GT), VOC images", "sess/<seg_tag>.pth (+ .ckpt)"),
-    ("make_seg", "sess/<seg_tag>.pth, --seg_splits images", "result/<seg_tag>/<split>/<id>.png"),
-    ("eval_seg", "result/<seg_tag>/val/, val masks", "result/eval/<seg_tag>.json"),
-    ("make_submission", "result/<seg_tag>/test/", "result/<seg_tag>_comp6_test.tar.gz"),
-    ("draw", "result/ CAMs, masks, eval JSONs, sess/<seg_tag>.pth", "result/figures/*.png"),
-    ("summary", "result/eval/*.json, result/step_times.json", "result/summary.md, .json"),
-]
-NAMES = [s[0] for s in STEPS]
+from pipeline.config import PRESETS, apply_preset
+from pipeline.registry import STEP_NAMES, step_table
 
 
 def parse_steps(spec):
     """'1-3', 'train_cam,make_cam', '2,eval_cam' -> step names in pipeline order."""
     chosen = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        if part in NAMES:
+        if part in STEP_NAMES:
             chosen.add(part)
             continue
         lo, _, hi = part.partition("-")
@@ -56,10 +30,10 @@ def parse_steps(spec):
             lo, hi = int(lo), int(hi or lo)
         except ValueError:
             raise PipelineError(f"--steps: unknown step '{part}'; see --list_steps") from None
-        if not 1 <= lo <= hi <= len(STEPS):
-            raise PipelineError(f"--steps: '{part}' outside 1-{len(STEPS)}; see --list_steps")
-        chosen.update(NAMES[lo - 1:hi])
-    return [n for n in NAMES if n in chosen]
+        if not 1 <= lo <= hi <= len(STEP_NAMES):
+            raise PipelineError(f"--steps: '{part}' outside 1-{len(STEP_NAMES)}; see --list_steps")
+        chosen.update(STEP_NAMES[lo - 1:hi])
+    return [n for n in STEP_NAMES if n in chosen]
 
 
 def floats(s):
@@ -91,7 +65,10 @@ def build_parser():
     g.add_argument("--list_steps", action="store_true", help="print the step table and exit")
     g.add_argument("--demo", action="store_true",
                    help="generate the toy VOC under --work_dir if absent; run every step (toy)")
-    g.add_argument("--voc12_root", default=None, help="the VOC2012 folder (holds JPEGImages/)")
+    g.add_argument("--voc12_root", "--data_root", dest="voc12_root", default=None,
+                   help="the dataset root: a VOC2012 folder (holds JPEGImages/), or a "
+                        "VOC-layout folder with its own classes.txt")
+    g.add_argument("--dataset", default=None, help="auto (from the root's layout) | voc")
     g.add_argument("--work_dir", default=".", help="holds sess/ and result/")
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     g.add_argument("--seed", type=int, default=0)
@@ -125,7 +102,8 @@ def build_parser():
     add_training_flags(g, "vit", classifier=True)
     g = p.add_argument_group("ORANDNet (steps 7-12)")
     g.add_argument("--orand_sources", default=None,
-                   help="CAM folders DIR[:offset],... (names under result/ or paths)")
+                   help="CAM sources NAME[:offset],... (registered or imported names, folders "
+                        "under result/, or paths); without :offset, the source's default")
     g.add_argument("--orand_net", choices=["fcn8s_vgg16", "small_fcn"], default=None)
     g.add_argument("--orand_pretrained", default=None, help="imagenet | none | PATH (VGG-16)")
     g.add_argument("--orand_loss", choices=["bce", "ce"], default=None,
@@ -139,6 +117,11 @@ def build_parser():
     g.add_argument("--import_dir", default=None, help="other project's CAM .npy files")
     g.add_argument("--import_format", choices=["irn", "mctformer"], default="irn")
     g.add_argument("--import_name", default="imported_cam", help="result/ folder to write")
+    g.add_argument("--import_title", default=None, help="its name in reports (default: the name)")
+    g.add_argument("--import_thres", type=float, default=None,
+                   help="its fixed evaluation threshold (default: --orand_eval_thres)")
+    g.add_argument("--import_offset", type=float, default=0.0,
+                   help="its default offset in --orand_sources")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
     g = p.add_argument_group("IRN refinement (steps 13-16)")
@@ -182,12 +165,12 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def resolve_args(argv):
+    """Parsed flags with the preset applied and the run's folders set (None for
+    --list_steps); --demo generates the toy VOC under --work_dir when it is absent."""
     args = build_parser().parse_args(argv)
     if args.list_steps:
-        for n, (name, reads, writes) in enumerate(STEPS, 1):
-            print(f"{n:>2}  {name:<20} reads: {reads:<46} writes: {writes}")
-        return 0
+        return args
     if args.demo:
         args.preset = "toy"
         if args.voc12_root is None:
@@ -196,22 +179,45 @@ def main(argv=None):
                 from voc12.toy import generate
                 generate(os.path.dirname(args.voc12_root), seed=args.seed)
     if args.voc12_root is None:
-        raise PipelineError("--voc12_root is required (the VOC2012 folder), or use --demo")
+        raise PipelineError("--voc12_root is required (the dataset folder), or use --demo")
     apply_preset(args)
     args.sess_dir = os.path.join(args.work_dir, "sess")
     args.result_dir = os.path.join(args.work_dir, "result")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = resolve_args(argv)
+    if args.list_steps:
+        for n, name, reads, writes in step_table():
+            print(f"{n:>2}  {name:<20} reads: {reads:<60} writes: {writes}")
+        return 0
     from misc.torchutils import dist_env, resolve_device, seed_everything
+    from pipeline import runlog
     args.device = resolve_device(args.device)
     rank = dist_env()[0]
-    for name in parse_steps(args.steps or f"1-{len(STEPS)}"):
-        t0 = time.time()
-        seed_everything(args.seed)  # a step's result must not depend on the steps run before it
-        summary = importlib.import_module(f"step.{name}").run(args)
-        dt = round(time.time() - t0, 1)
-        if rank == 0:
-            print(f"[{name}] {dt:.1f} s: {summary}", flush=True)
-            # after every step, so that the summary step sees the times of this run
-            _record_times(os.path.join(args.result_dir, "step_times.json"), {name: dt})
+    record = runlog.start(args, argv)
+    status = "error"
+    try:
+        for name in parse_steps(args.steps or f"1-{len(STEP_NAMES)}"):
+            t0 = time.time()
+            seed_everything(args.seed)  # a step's result must not depend on the steps run before it
+            summary = importlib.import_module(f"step.{name}").run(args)
+            dt = round(time.time() - t0, 1)
+            record["steps"].append({"step": name, "seconds": dt})
+            if rank == 0:
+                print(f"[{name}] {dt:.1f} s: {summary}", flush=True)
+                # after every step, so that the summary step sees the times of this run
+                _record_times(os.path.join(args.result_dir, "step_times.json"), {name: dt})
+        status = "ok"
+    except BaseException as e:  # the record says how the run ended, then the error goes on
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
+        record["error"] = user_message(e) if isinstance(e, PipelineError) else \
+            f"{type(e).__name__}: {str(e)[:500]}"
+        raise
+    finally:
+        runlog.finish(record, args.result_dir, status)
     import torch.distributed as dist
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -27,11 +27,13 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from misc.cam_io import strided_size  # noqa: E402
-from misc.classifier import multilabel_loss  # noqa: E402
-from misc.config import PRESETS  # noqa: E402
 from misc.torchutils import autocast, resolve_device  # noqa: E402
+from pipeline.classifier import multilabel_loss  # noqa: E402
+from pipeline.config import PRESETS  # noqa: E402
+from voc12.classes import VOC_CLASSES  # noqa: E402
 
 TOY, PAPER = PRESETS["toy"], PRESETS["paper"]
+N_CLASSES = len(VOC_CLASSES)  # the benchmark runs the VOC configuration
 SIZES = {"toy": (120, 160), "voc": (375, 500)}  # (H, W) of the images each size runs on
 VOC_IMAGES = {"train": 1464, "val": 1449, "test": 1456, "train_aug": 10582}
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0,
@@ -123,7 +125,7 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
     crop = p["cam_crop_size"] if prefix == "cam" else p["vit_img_size"]
     loader = None if toy else voc_loader(crop, p[f"{prefix}_resize_long"], batch, a.workers)
     r = train_case(make_model(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
-                                           "label": (torch.rand(batch, 20) < 0.1).float()},
+                                           "label": (torch.rand(batch, N_CLASSES) < 0.1).float()},
                    lambda m, b: multilabel_loss(m(b["img"]), b["label"]), batch, dev,
                    a.iters, loader)
     return {**r, "model": f"{p[f'{prefix}_backbone']} crop {crop} batch {batch}"}
@@ -131,7 +133,7 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
 
 def _cam_net(p):
     from net.resnet_cam import CAMNet
-    return CAMNet(p["cam_backbone"], "none", p["cam_freeze_bn"], p["cam_freeze_stem"])
+    return CAMNet(N_CLASSES, p["cam_backbone"], "none", p["cam_freeze_bn"], p["cam_freeze_stem"])
 
 
 def c_train_cam(size, dev, a):
@@ -142,7 +144,7 @@ def c_make_cam(size, dev, a):
     from net.resnet_cam import CAMNet, multiscale_cams
     p = TOY if size == "toy" else PAPER
     h, w = SIZES[size]
-    model = CAMNet(p["cam_backbone"], "none").eval().to(dev)
+    model = CAMNet(N_CLASSES, p["cam_backbone"], "none").eval().to(dev)
     imgs = [torch.randn(3, round(h * s), round(w * s), device=dev) for s in p["cam_scales"]]
 
     def fn():
@@ -153,8 +155,8 @@ def c_make_cam(size, dev, a):
 
 def _vit(p):
     from net.vit_cam import ViTClassifier
-    return ViTClassifier(p["vit_backbone"], p["vit_img_size"], "none", p["vit_patch_size"],
-                         p["vit_depth"])
+    return ViTClassifier(p["vit_backbone"], p["vit_img_size"], N_CLASSES, "none",
+                         p["vit_patch_size"], p["vit_depth"])
 
 
 def c_train_vit(size, dev, a):
@@ -210,7 +212,7 @@ def c_cam_to_ir_label(size, dev, a):
 def _boundary_net(p):
     from net.irn import BoundaryNet, make_trunk, trunk_backbone
     bb = trunk_backbone(p["irn_trunk"], p["cam_backbone"], p["irn_backbone"])
-    return BoundaryNet(make_trunk("none", bb)), bb
+    return BoundaryNet(make_trunk("none", bb, N_CLASSES)), bb
 
 
 def c_train_irn(size, dev, a):
@@ -248,8 +250,8 @@ def c_make_sem_seg_labels(size, dev, a):
 
 def _seg(p):
     from net.deeplab import DeepLabLargeFOV
-    return DeepLabLargeFOV(p["seg_backbone"], "none", p["seg_fov"], p["seg_width"],
-                           p["seg_dropout"])
+    return DeepLabLargeFOV(N_CLASSES + 1, p["seg_backbone"], "none", p["seg_fov"],
+                           p["seg_width"], p["seg_dropout"])
 
 
 def c_train_seg(size, dev, a):
@@ -258,7 +260,7 @@ def c_train_seg(size, dev, a):
     batch = p["seg_batch_size"] if toy or dev.type == "cuda" else 2
     crop = p["seg_crop_size"]
     r = train_case(_seg(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
-                                     "label": torch.randint(0, 21, (batch, crop, crop))},
+                                     "label": torch.randint(0, N_CLASSES + 1, (batch, crop, crop))},
                    lambda m, b: F.cross_entropy(m(b["img"]), b["label"], ignore_index=255),
                    batch, dev, a.iters)
     return {**r, "model": f"DeepLab-LargeFOV {p['seg_backbone']} OS8, crop {crop} batch {batch}"}

@@ -8,7 +8,6 @@ import numpy as np
 
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
-from voc12.classes import N_CLASSES
 
 
 def cam_path(cam_dir, img_id):
@@ -30,11 +29,12 @@ def save_cam(path, keys, cam, high_res):
                                 high_res=np.asarray(high_res, np.float16))
 
 
-def load_cam(path, labels=None):
+def load_cam(path, labels=None, n_classes=None):
     """Read and validate one CAM file; returns dict(keys, cam, high_res) with float32 maps.
 
     `labels`, when given, are the image's 0-based foreground classes: the file's keys
-    must equal them. Every problem raises PipelineError naming the file and the fix.
+    must equal them; `n_classes`, when given, bounds the keys. Every problem raises
+    PipelineError naming the file and the fix.
     """
     if not os.path.exists(path):
         raise PipelineError(f"{path}: CAM file missing; run the step that makes this folder first")
@@ -58,8 +58,9 @@ def load_cam(path, labels=None):
     if cam.ndim != 3 or high.ndim != 3 or len(cam) != len(keys) or len(high) != len(keys):
         raise PipelineError(f"{path}: CAM shapes {cam.shape}/{high.shape} do not match "
                             f"{len(keys)} keys; delete it and rerun the step")
-    if keys.size and (keys.min() < 0 or keys.max() >= N_CLASSES):
-        raise PipelineError(f"{path}: keys {keys.tolist()} outside 0..{N_CLASSES - 1} "
+    if keys.size and (keys.min() < 0 or (n_classes is not None and keys.max() >= n_classes)):
+        hi = "" if n_classes is None else f"{n_classes - 1}"
+        raise PipelineError(f"{path}: keys {keys.tolist()} outside 0..{hi} "
                             f"(keys are 0-based foreground classes)")
     if not (np.isfinite(cam).all() and np.isfinite(high).all()):
         raise PipelineError(f"{path}: CAM holds NaN or Inf; delete it and rerun the step "

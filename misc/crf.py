@@ -1,5 +1,7 @@
-"""The dense CRF (pydensecrf2) used to clean labels: IRN's settings from REFERENCE.md."""
+"""The dense CRF (pydensecrf2) used to clean labels, with IRN's settings (docs/FIDELITY.md)."""
 import numpy as np
+
+from misc.metrics import IGNORE, cam_argmax
 
 
 def crf_labels(img, labels, n_labels, iters=10, gt_prob=0.7):
@@ -25,11 +27,10 @@ def confident_labels(img, maps, keys, fg_thres, bg_thres):
     ids = np.concatenate([[0], np.asarray(keys, np.int64) + 1])
 
     def crf_at(thres):
-        score = np.concatenate([np.full((1,) + maps.shape[1:], thres, np.float32), maps])
-        return ids[crf_labels(img, score.argmax(0), len(ids))]
+        return ids[crf_labels(img, cam_argmax(maps, thres), len(ids))]
     fg, bg = crf_at(fg_thres), crf_at(bg_thres)
     out = fg.astype(np.uint8)
-    out[fg == 0] = 255
+    out[fg == 0] = IGNORE
     out[(fg == 0) & (bg == 0)] = 0
     return out
 

@@ -5,6 +5,7 @@ from PIL import Image, UnidentifiedImageError
 
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
+from misc.metrics import IGNORE
 
 
 def _open(path, what):
@@ -120,19 +121,20 @@ def random_crop(img, size, rng, pad_value=0, label=None):
         out = np.full((size, size) + a.shape[2:], fill, a.dtype)
         out[oy:oy + ch, ox:ox + cw] = a[y0:y0 + ch, x0:x0 + cw]
         return out
-    return crop(img, pad_value) if label is None else (crop(img, pad_value), crop(label, 255))
+    return crop(img, pad_value) if label is None else (crop(img, pad_value), crop(label, IGNORE))
 
 
-def majority_downsample(label, h, w, n_labels=21, ignore=255):
+def majority_downsample(label, h, w, ignore=IGNORE):
     """Downsample a label map to h x w by an area-weighted vote over one-hot labels: each
     output cell takes the label covering most of its area; 255 does not vote (a cell
-    with no labelled pixel becomes 255). A blob smaller than a cell is outvoted."""
-    onehot = np.zeros(label.shape + (n_labels,), np.float32)
-    valid = label != ignore
-    onehot[valid, label[valid]] = 1
-    votes = np.stack([cv2.resize(onehot[..., c], (w, h), interpolation=cv2.INTER_AREA)
-                      for c in range(n_labels)], -1)
-    out = votes.argmax(-1).astype(np.uint8)
+    with no labelled pixel becomes 255). A blob smaller than a cell is outvoted. Votes
+    run over the labels present only, so the cost does not grow with the class count."""
+    present = np.unique(label[label != ignore])
+    if present.size == 0:
+        return np.full((h, w), ignore, np.uint8)
+    votes = np.stack([cv2.resize((label == c).astype(np.float32), (w, h),
+                                 interpolation=cv2.INTER_AREA) for c in present], -1)
+    out = present[votes.argmax(-1)].astype(np.uint8)  # ties: the lowest label id, as before
     out[votes.max(-1) <= 0] = ignore
     return out
 

@@ -3,6 +3,7 @@ batches, DDP under torchrun, bf16 autocast + channels_last on CUDA, optional
 torch.compile, progress bar, atomic checkpoints with resume, final weights with
 metadata. A trainer supplies a model, an optimiser, a dataset indexed by
 (epoch, index, iteration) and a loss function."""
+import json
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
 from misc.torchutils import autocast, barrier, dist_env
+from misc.weights import load_checkpoint, save_weights
 
 
 @dataclass
@@ -103,6 +105,8 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     start = 0
+    curve_path = os.path.join(cfg.sess_dir, f"{cfg.name}.curve.json")
+    curve = {"iter": [], "loss": [], "lr": []}
     if cfg.resume and os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path, run_meta)
         model.load_state_dict(state["model"])
@@ -112,6 +116,7 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
         if dev.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], dev)
         start = int(state["iter"])
+        curve = _read_curve(curve_path, start)
         if rank == 0:
             print(f"[{cfg.name}] resumed from {ckpt_path} at iteration {start}/{cfg.max_iters}")
     net = model
@@ -143,17 +148,22 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]  # the lr this iteration used (first group)
         optimizer.step()
         scheduler.step()
         seen += cfg.batch_size * world
         losses.append(_global_mean(loss.detach(), world))
+        for k, v in (("iter", it), ("loss", losses[-1]), ("lr", lr)):
+            curve[k].append(v)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = it + 1
         if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.max_iters:
             _save_checkpoint(ckpt_path, model, optimizer, scheduler, done, run_meta)
+            _write_curve(curve_path, curve)
     bar.close()
     _save_checkpoint(ckpt_path, model, optimizer, scheduler, cfg.max_iters, run_meta)
+    _write_curve(curve_path, curve)
     save_weights(os.path.join(cfg.sess_dir, f"{cfg.name}.pth"), model, cfg.meta)
     dt = time.time() - t0
     return {"iters": cfg.max_iters - start, "images_per_s": seen / max(dt, 1e-9), "losses": losses,
@@ -169,6 +179,24 @@ def _global_mean(x, world):
     return x.item()
 
 
+def _read_curve(path, start):
+    """The loss curve of the run being resumed, cut at the checkpoint's iteration."""
+    try:
+        with open(path) as f:
+            c = json.load(f)
+        keep = sum(i < start for i in c["iter"])
+        return {k: list(c[k][:keep]) for k in ("iter", "loss", "lr")}
+    except (OSError, ValueError, KeyError):
+        return {"iter": [], "loss": [], "lr": []}  # no curve (older run): start a new one
+
+
+def _write_curve(path, curve):
+    """sess/<name>.curve.json: loss (mean over ranks) and lr of every iteration, plotted by draw."""
+    if dist_env()[0] == 0:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            json.dump(curve, f)
+
+
 def _save_checkpoint(path, model, optimizer, scheduler, it, meta):
     if dist_env()[0] == 0:
         dev = next(model.parameters()).device
@@ -179,47 +207,3 @@ def _save_checkpoint(path, model, optimizer, scheduler, it, meta):
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     barrier()
-
-
-def save_weights(path, model, meta):
-    """Final weights with the metadata that identifies them (rank 0 writes)."""
-    if dist_env()[0] == 0:
-        with atomic_path(path) as tmp:
-            torch.save({"meta": meta, "model": model.state_dict()}, tmp)
-    barrier()
-
-
-def _load(path, what, producer):
-    if not os.path.exists(path):
-        raise PipelineError(f"{path}: {what} not found; run step {producer} first")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or non-tensor files
-        raise PipelineError(f"{path}: cannot load {what} ({type(e).__name__}: {e}); "
-                            f"delete it and rerun step {producer}") from e
-
-
-def _check_meta(path, saved, expected):
-    diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
-    if diff:
-        lines = ", ".join(f"{k}: file has {a!r}, this run wants {b!r}" for k, (a, b) in diff.items())
-        raise PipelineError(f"{path}: made for another configuration ({lines}); pass matching "
-                            f"flags/--preset, or delete the file and retrain")
-
-
-def load_checkpoint(path, meta):
-    state = _load(path, "checkpoint", meta.get("step", "?"))
-    _check_meta(path, state.get("meta", {}), meta)
-    return state
-
-
-def load_weights(model, path, meta):
-    """Load sess weights into `model` after checking they were made for the same meta."""
-    state = _load(path, "weights", meta.get("step", "?"))
-    _check_meta(path, state.get("meta", {}), meta)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise PipelineError(f"{path}: weights do not fit the model ({str(e)[:300]}); "
-                            f"delete the file and retrain") from e
-    return model

@@ -8,10 +8,9 @@ import torch.nn.functional as F
 
 from misc.errors import PipelineError
 from misc.torchutils import autocast
-from misc.trainer import load_weights
+from misc.weights import load_weights
 from net.backbones import timm_model, torchvision_model
 from net.resnet_cam import trained_cam_net
-from voc12.classes import CLASS_NAMES
 
 
 def _vgg16_os8(pretrained):
@@ -42,17 +41,18 @@ def _resnet_os8(name, pretrained):
 
 class DeepLabLargeFOV(nn.Module):
     """Dilated backbone (output stride 8) -> fc6 (3x3, dilation `fov`) -> fc7 (1x1) ->
-    classifier, with ReLU + dropout between; forward returns logits at input size."""
+    classifier, with ReLU + dropout between; forward returns logits at input size over
+    n_labels = the dataset's classes + background."""
 
-    def __init__(self, backbone="resnet101", pretrained="none", fov=12, width=1024,
-                 dropout=0.5, n_classes=len(CLASS_NAMES)):
+    def __init__(self, n_labels, backbone="resnet101", pretrained="none", fov=12, width=1024,
+                 dropout=0.5):
         super().__init__()
         self.backbone, ch = _vgg16_os8(pretrained) if backbone == "vgg16" else \
             _resnet_os8(backbone, pretrained)
         self.head = nn.Sequential(
             nn.Conv2d(ch, width, 3, padding=fov, dilation=fov), nn.ReLU(inplace=True),
             nn.Dropout2d(dropout), nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout), nn.Conv2d(width, n_classes, 1))
+            nn.Dropout2d(dropout), nn.Conv2d(width, n_labels, 1))
 
     def features(self, x):
         return self.backbone(x)
@@ -66,15 +66,16 @@ class DeepLabLargeFOV(nn.Module):
         return list(self.backbone.parameters()), list(self.head.parameters())
 
 
-def weights_meta(tag, backbone, fov):
+def weights_meta(tag, backbone, fov, n_labels):
+    """What identifies the segmenter's saved weights (checked when loading them)."""
     return {"step": "train_seg", "arch": "DeepLabLargeFOV", "tag": tag, "backbone": backbone,
-            "fov": fov}
+            "fov": fov, "n_labels": n_labels}
 
 
-def trained_seg_net(tag, backbone, fov, width, path):
+def trained_seg_net(tag, backbone, fov, width, n_labels, path):
     """The segmenter `tag` with its trained weights (sess/<tag>.pth), checked by load_weights."""
-    return load_weights(DeepLabLargeFOV(backbone, "none", fov, width), path,
-                        weights_meta(tag, backbone, fov))
+    return load_weights(DeepLabLargeFOV(n_labels, backbone, "none", fov, width), path,
+                        weights_meta(tag, backbone, fov, n_labels))
 
 
 def load_cam_trunk(model, path, cam_backbone):
@@ -82,7 +83,8 @@ def load_cam_trunk(model, path, cam_backbone):
     the toy's stand-in for ImageNet weights. Same ResNet, so only the names differ
     (stem.0/stem.1/stages.i -> conv1/bn1/layer{i+1})."""
     ren = {}
-    for k, v in trained_cam_net(cam_backbone, path).state_dict().items():
+    n_classes = model.head[-1].out_channels - 1  # the CAM classifier saw the same classes
+    for k, v in trained_cam_net(cam_backbone, n_classes, path).state_dict().items():
         if k.startswith("stem.0."):
             ren["conv1." + k[7:]] = v
         elif k.startswith("stem.1."):
@@ -99,7 +101,7 @@ def load_cam_trunk(model, path, cam_backbone):
 
 @torch.no_grad()
 def seg_probs(model, imgs, size, device):
-    """Class probabilities (21,H,W): softmax averaged over scales and flips."""
+    """Class probabilities (labels,H,W): softmax averaged over scales and flips."""
     total = 0
     for img in imgs:
         x = img.to(device)[None]

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.weights import load_weights
 from net.resnet_cam import CAMNet, trained_cam_net
 
 
@@ -143,9 +144,11 @@ def random_walk(cams, boundary, radius=5, beta=10.0, exp_times=8):
     return x.T.reshape(c, h, w)
 
 
-def weights_meta(trunk, backbone, radius):
+def weights_meta(trunk, backbone, radius, n_classes):
+    """What identifies the boundary net's saved weights (checked when loading them); its
+    trunk is a CAMNet, whose unused classifier has n_classes outputs."""
     return {"step": "train_irn", "arch": "BoundaryNet", "trunk": trunk, "backbone": backbone,
-            "radius": radius}
+            "radius": radius, "n_classes": n_classes}
 
 
 def trunk_backbone(kind, cam_backbone, irn_backbone):
@@ -153,11 +156,19 @@ def trunk_backbone(kind, cam_backbone, irn_backbone):
     return cam_backbone if kind == "cam" else irn_backbone
 
 
-def make_trunk(kind, backbone, cam_weights=None):
+def make_trunk(kind, backbone, n_classes, cam_weights=None):
     """The frozen trunk of the boundary net: a CAMNet's stem + stages. kind: 'cam' (the
     trained CAM classifier's trunk, sess/cam.pth: the toy's choice, as no ImageNet weights
     exist offline), or imagenet / none / a weights file for `backbone` (the paper's
-    ImageNet ResNet-50)."""
+    ImageNet ResNet-50). n_classes only shapes the unused classifier of the CAMNet."""
     if kind == "cam" and cam_weights:
-        return trained_cam_net(backbone, cam_weights)
-    return CAMNet(backbone, "none" if kind == "cam" else kind, freeze_bn=True, freeze_stem=True)
+        return trained_cam_net(backbone, n_classes, cam_weights)
+    return CAMNet(n_classes, backbone, "none" if kind == "cam" else kind, freeze_bn=True,
+                  freeze_stem=True)
+
+
+def trained_boundary_net(kind, backbone, radius, n_classes, path):
+    """The boundary net with its trained weights (sess/irn.pth); the trunk's weights come
+    from that file too, whatever made them."""
+    model = BoundaryNet(CAMNet(n_classes, backbone, "none", freeze_bn=True, freeze_stem=True))
+    return load_weights(model, path, weights_meta(kind, backbone, radius, n_classes))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from misc.cam_io import normalize_max, to_cam_sizes
 from misc.errors import PipelineError
 from misc.torchutils import autocast
+from misc.weights import load_weights
 from net.backbones import torchvision_model
 
 
@@ -131,7 +132,13 @@ def orand_maps(logits, kind):
 
 
 def weights_meta(name, loss):
+    """What identifies the OR->AND network's saved weights (checked when loading them)."""
     return {"step": "train_orandnet", "arch": name, "loss": loss}
+
+
+def trained_orandnet(name, loss, path):
+    """The OR->AND network with its trained weights (sess/orandnet.pth)."""
+    return load_weights(build_orandnet(name, "none"), path, weights_meta(name, loss))
 
 
 @torch.no_grad()

@@ -5,16 +5,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc.cam_io import normalize_max, to_cam_sizes
-from misc.trainer import load_weights
+from misc.weights import load_weights
 from net.backbones import build_resnet, feature_channels, set_last_stride, stem
-from voc12.classes import N_CLASSES
 
 
 class CAMNet(nn.Module):
     """ResNet classifier whose 1x1 classifier doubles as the CAM projection."""
 
-    def __init__(self, backbone="resnet50", pretrained="none", freeze_bn=True, freeze_stem=True,
-                 n_classes=N_CLASSES):
+    def __init__(self, n_classes, backbone="resnet50", pretrained="none", freeze_bn=True,
+                 freeze_stem=True):
         super().__init__()
         r = build_resnet(backbone, pretrained)
         set_last_stride(r.layer4)
@@ -70,12 +69,12 @@ def multiscale_cams(model, imgs, size, keys):
     return normalize_max(low), normalize_max(high)
 
 
-def weights_meta(backbone):
+def weights_meta(backbone, n_classes):
     """What identifies the CAM classifier's saved weights (checked when loading them)."""
-    return {"step": "train_cam", "arch": "CAMNet", "backbone": backbone}
+    return {"step": "train_cam", "arch": "CAMNet", "backbone": backbone, "n_classes": n_classes}
 
 
-def trained_cam_net(backbone, path):
+def trained_cam_net(backbone, n_classes, path):
     """The CAM classifier with its trained weights (sess/cam.pth), checked by load_weights."""
-    net = CAMNet(backbone, "none", freeze_bn=True, freeze_stem=True)
-    return load_weights(net, path, weights_meta(backbone))
+    net = CAMNet(n_classes, backbone, "none", freeze_bn=True, freeze_stem=True)
+    return load_weights(net, path, weights_meta(backbone, n_classes))

@@ -6,11 +6,10 @@ import torch.nn as nn
 from timm.layers import Attention
 
 from misc.errors import PipelineError
-from voc12.classes import N_CLASSES
+from misc.weights import load_weights
 
 
-def build_vit(name, img_size, pretrained="none", patch_size=None, depth=None,
-              n_classes=N_CLASSES):
+def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, depth=None):
     """A timm ViT with a `n_classes` head at `img_size` (position embeddings resized).
     patch_size/depth override the named architecture (small toy models)."""
     import timm
@@ -41,11 +40,11 @@ def build_vit(name, img_size, pretrained="none", patch_size=None, depth=None,
 
 
 class ViTClassifier(nn.Module):
-    """timm ViT whose head predicts the 20 VOC classes from the class token."""
+    """timm ViT whose head predicts the dataset's classes from the class token."""
 
-    def __init__(self, name, img_size, pretrained="none", patch_size=None, depth=None):
+    def __init__(self, name, img_size, n_classes, pretrained="none", patch_size=None, depth=None):
         super().__init__()
-        self.vit = build_vit(name, img_size, pretrained, patch_size, depth)
+        self.vit = build_vit(name, img_size, n_classes, pretrained, patch_size, depth)
 
     def forward(self, x):
         return self.vit(x)
@@ -113,8 +112,15 @@ def vit_cams(model, x, keys, method="attribution"):
     return cam.detach().view(k, rows, cols)
 
 
-def weights_meta(backbone, img_size, patch_size, depth):
+def weights_meta(backbone, img_size, patch_size, depth, n_classes):
     """What identifies the ViT classifier's saved weights (checked when loading them)."""
     return {"step": "train_vit", "arch": "ViTClassifier", "backbone": backbone,
-            "img_size": img_size, "patch_size": patch_size or 0, "depth": depth or 0}
+            "img_size": img_size, "patch_size": patch_size or 0, "depth": depth or 0,
+            "n_classes": n_classes}
+
+
+def trained_vit(backbone, img_size, patch_size, depth, n_classes, path):
+    """The ViT classifier with its trained weights (sess/vit.pth), checked by load_weights."""
+    model = ViTClassifier(backbone, img_size, n_classes, "none", patch_size, depth)
+    return load_weights(model, path, weights_meta(backbone, img_size, patch_size, depth, n_classes))
 

@@ -1,9 +1,11 @@
 """Step draw: the figures of a run (toy or VOC) -> result/figures/:
-grid_<id>.png for a handful of images (image, ground truth, the two source CAMs, OR, AND,
-ORANDNet, pseudo-mask, segmenter prediction; maps on one 0-1 colour scale),
-pr_threshold.png (precision and recall of every CAM stage against the background
-threshold, the picture of the paper's argument) and class_iou.png (per-class IoU of the
-segmenter and the pseudo-masks). Panels of stages that have not run say so."""
+grid_<id>.png for a handful of images (image, ground truth, every CAM stage of the
+report: the sources, naive, OR, AND, ORANDNet; then the label stages: pseudo-mask,
+segmenter prediction; maps on one 0-1 colour scale), pr_threshold.png (precision and
+recall of every CAM stage against the background threshold, the picture of the paper's
+argument), class_iou.png (per-class IoU of the segmenter and the pseudo-masks) and
+curves.png (every trainer's loss and lr per iteration). Panels of stages that have not
+run say so."""
 import os
 
 import matplotlib
@@ -16,22 +18,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from misc.cam_io import cam_path, load_cam  # noqa: E402
 from misc.errors import PipelineError  # noqa: E402
 from misc.fileio import atomic_path  # noqa: E402
-from misc.imutils import read_label, voc_palette  # noqa: E402
-from misc.orand import parse_sources  # noqa: E402
-from misc.stages import collect, read_json  # noqa: E402
+from misc.imutils import read_label  # noqa: E402
 from misc.torchutils import is_main  # noqa: E402
-from voc12.classes import CLASS_NAMES  # noqa: E402
-from voc12.dataloader import VOC, MultiScaleDataset  # noqa: E402
+from pipeline import dataset  # noqa: E402
+from pipeline.registry import output, stages  # noqa: E402
+from pipeline.report import collect, read_json  # noqa: E402
+from voc12.dataloader import MultiScaleDataset  # noqa: E402
 
-SOURCE_TITLES = {"cam": "ResNet CAM", "vit_cam": "ViT CAM"}
-PALETTE = voc_palette()
 
-
-def pick_ids(args, voc):
-    """--draw_ids, or --draw_n ids spread evenly over the infer list."""
+def pick_ids(args, ds):
+    """--draw_ids, or --draw_n ids spread evenly over the eval list."""
     if args.draw_ids:
         return [i.strip() for i in args.draw_ids.split(",") if i.strip()]
-    ids = voc.ids(args.eval_list)
+    ids = ds.ids(args.eval_list)
     n = max(1, min(args.draw_n, len(ids)))
     return [ids[round(k * (len(ids) - 1) / max(n - 1, 1))] for k in range(n)]
 
@@ -52,17 +51,17 @@ def _label_png(path):
 def _predictor(args):
     """item of a MultiScaleDataset -> the segmenter's label map (on the fly: any image of
     any list), or None when no segmenter is trained."""
-    path = os.path.join(args.sess_dir, f"{args.seg_tag}.pth")
+    path = output("{seg_tag}.pth").path(args)
     if not os.path.exists(path):
         return lambda item: None
     from net.deeplab import seg_probs, trained_seg_net  # torch only when a model exists
     model = trained_seg_net(args.seg_tag, args.seg_backbone, args.seg_fov, args.seg_width,
-                            path).to(args.device).eval()
+                            dataset(args).n_classes + 1, path).to(args.device).eval()
     return lambda item: seg_probs(model, item["imgs"], tuple(item["size"]),
                                   args.device).argmax(0).cpu().numpy()
 
 
-def draw_grid(path, img, panels):
+def draw_grid(path, img, panels, palette):
     """One row: the image, then (title, kind, array) panels; kind 'label' or 'map'."""
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.1 * (len(panels) + 1), 2.3))
     axes[0].imshow(img)
@@ -75,7 +74,7 @@ def draw_grid(path, img, panels):
             ax.imshow(np.full(grey.shape, 0.9), cmap="gray", vmin=0, vmax=1)
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
         elif kind == "label":
-            ax.imshow(PALETTE[a])
+            ax.imshow(palette[a])
         else:
             ax.imshow(grey, cmap="gray")
             shown = ax.imshow(a, cmap="jet", vmin=0, vmax=1, alpha=0.55)
@@ -115,14 +114,15 @@ def draw_pr(path, rows):
 def draw_class_iou(path, rows):
     """Per-class IoU bars of the mask stages (pseudo-masks, segmenter), scored classes only."""
     rows = [r for r in rows if r["kind"] == "mask" and r["per_class_iou"]]
-    keep = [k for k in range(len(CLASS_NAMES)) if any(r["per_class_iou"][k] is not None for r in rows)]
+    names = rows[0]["class_names"] if rows else []
+    keep = [k for k in range(len(names)) if any(r["per_class_iou"][k] is not None for r in rows)]
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(keep) + 2), 3.8))
     w = 0.8 / max(len(rows), 1)
     for n, r in enumerate(rows):
         v = [100 * (r["per_class_iou"][k] or 0) for k in keep]
         ax.bar(np.arange(len(keep)) + (n - (len(rows) - 1) / 2) * w, v, w,
                label=f"{r['stage']}, {r['evaluated_on']}: mIoU {100 * r['miou']:.1f}")
-    ax.set_xticks(np.arange(len(keep)), [CLASS_NAMES[k] for k in keep], rotation=45, ha="right")
+    ax.set_xticks(np.arange(len(keep)), [names[k] for k in keep], rotation=45, ha="right")
     ax.set(ylabel="IoU (%)", ylim=(0, 100), title="per-class IoU")
     if rows:
         ax.legend(fontsize=7)
@@ -133,41 +133,74 @@ def draw_class_iou(path, rows):
     _save(fig, path)
 
 
+def draw_curves(path, sess_dir):
+    """Loss (log scale) and lr per iteration of every trainer that saved a curve."""
+    names = sorted(f[:-len(".curve.json")] for f in os.listdir(sess_dir)
+                   if f.endswith(".curve.json")) if os.path.isdir(sess_dir) else []
+    fig, axes = plt.subplots(2, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 5),
+                             squeeze=False)
+    for k, name in enumerate(names):
+        c = read_json(os.path.join(sess_dir, f"{name}.curve.json"))
+        loss, lr = axes[0, k], axes[1, k]
+        loss.plot(c["iter"], c["loss"], lw=0.6, color="C0", alpha=0.5)
+        win = max(1, len(c["loss"]) // 50)  # a running mean over 2 % of the run
+        if len(c["loss"]) >= win:
+            loss.plot(c["iter"][win - 1:], np.convolve(c["loss"], np.ones(win) / win, "valid"),
+                      color="C0")
+        loss.set(title=name, yscale="log")
+        lr.plot(c["iter"], c["lr"], color="C1")
+        lr.set(xlabel="iteration", ylabel="lr" if k == 0 else None)
+        for ax in (loss, lr):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("loss")
+    if not names:
+        axes[0, 0].text(0.5, 0.5, "no trainer has run", ha="center", transform=axes[0, 0].transAxes)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
+def grid_panels(args):
+    """(title, kind, output) of each grid panel after the ground truth: every CAM stage of
+    the report, then the label stages (the segmenter predicted on the fly)."""
+    return [(o.title_for(args), "map" if o.kind == "cams" else "label", o) for o in stages(args)]
+
+
 def run(args):
     if not is_main():
         return "drawn on rank 0"
-    voc = VOC(args.voc12_root, args.result_dir)
+    ds = dataset(args)
     out = os.path.join(args.result_dir, "figures")
-    res = args.result_dir
-    ids = pick_ids(args, voc)
-    voc.check_images(ids)
-    sources = [(SOURCE_TITLES.get(os.path.basename(d), os.path.basename(d)), d)
-               for d, _ in parse_sources(args.orand_sources, res)]
-    maps = sources + [("OR", os.path.join(res, "or_cam")), ("AND", os.path.join(res, "and_cam")),
-                      ("ORANDNet", os.path.join(res, "orandnet_cam"))]
+    ids = pick_ids(args, ds)
+    ds.check_images(ids)
+    panels = grid_panels(args)
     predict = _predictor(args)
-    pm_dir = os.path.join(res, "sem_seg")
+    seg = output("{seg_tag}")
     # each image decoded once: its scales feed the segmenter, its raw copy the grid
-    data = MultiScaleDataset(voc, ids, args.seg_infer_scales, raw=True)
+    data = MultiScaleDataset(ds, ids, args.seg_infer_scales, raw=True)
     for k in tqdm(range(len(data)), desc="draw"):
         item = data[k]
         i = item["id"]
         try:
-            gt = voc.mask(i)
+            gt = ds.mask(i)
         except PipelineError:
             gt = None  # a test image: no mask to show
-        panels = [("ground truth", "label", gt)]
-        panels += [(t, "map", _map(d, i, item["keys"])) for t, d in maps]
-        panels += [("pseudo-mask", "label", _label_png(os.path.join(pm_dir, f"{i}.png"))),
-                   (f"prediction ({args.seg_tag})", "label", predict(item))]
-        draw_grid(os.path.join(out, f"grid_{i}.png"), item["raw"], panels)
-    rows = collect(res, args.seg_tag, read_json(os.path.join(res, "step_times.json")))
+        shown = [("ground truth", "label", gt)]
+        for title, kind, o in panels:
+            if o == seg:
+                shown.append((f"prediction ({args.seg_tag})", kind, predict(item)))
+            elif kind == "map":
+                shown.append((title, kind, _map(o.path(args), i, item["keys"])))
+            else:
+                shown.append((title, kind, _label_png(os.path.join(o.path(args), f"{i}.png"))))
+        draw_grid(os.path.join(out, f"grid_{i}.png"), item["raw"], shown, ds.palette)
+    rows = collect(args, read_json(os.path.join(args.result_dir, "step_times.json")))
     draw_pr(os.path.join(out, "pr_threshold.png"), rows)
     draw_class_iou(os.path.join(out, "class_iou.png"), rows)
-    return f"{len(ids)} image grids, pr_threshold.png, class_iou.png -> {out}"
+    draw_curves(os.path.join(out, "curves.png"), args.sess_dir)
+    return f"{len(ids)} image grids, pr_threshold.png, class_iou.png, curves.png -> {out}"

@@ -1,18 +1,12 @@
 """Step eval_cam: IoU / precision / recall of the ResNet CAMs at --cam_eval_thres and over
-the threshold sweep -> result/eval/eval_cam.json."""
-import os
-
-from misc.metrics import evaluate_cam_dir, report
+the threshold sweep -> result/eval/cam.json."""
 from misc.torchutils import is_main
-from voc12.dataloader import VOC
+from pipeline.evaluate import evaluate_outputs, evaluated_by, print_records, summary_line
 
 
 def run(args):
     if not is_main():
         return "evaluated on rank 0"
-    voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.eval_list)
-    res = evaluate_cam_dir(voc, ids, os.path.join(args.result_dir, "cam"), args.cam_eval_thres,
-                           producer="make_cam")
-    res["list"] = args.eval_list
-    return report(res, os.path.join(args.result_dir, "eval", "eval_cam.json"), "ResNet CAM")
+    [(o, rec, path)] = evaluate_outputs(args, evaluated_by("eval_cam", args))
+    print_records([(o.title_for(args), rec)])
+    return summary_line(rec, path)

@@ -1,7 +1,11 @@
 """Step import_cams: converts other projects' CAM files (IRN/AMN `{'keys','cam','high_res'}`
 or MCTformer `{class: map}` dicts saved with np.save) into the common format
 -> result/<import_name>/<id>.npz. Those files are pickles: loading one can run arbitrary
-code, so the step reads them only with --trust_pickle. Without --import_dir: nothing to do."""
+code, so the step reads them only with --trust_pickle. The folder gets a source.json
+(title, threshold, offset), which registers it as a CAM source: --orand_sources, the
+evaluations, the summary and the figures take it by name. Without --import_dir: nothing
+to do."""
+import json
 import os
 
 import numpy as np
@@ -9,8 +13,10 @@ from tqdm import tqdm
 
 from misc.cam_io import cam_path, save_cam, to_cam_sizes
 from misc.errors import PipelineError
+from misc.fileio import atomic_path
 from misc.imutils import image_size
-from voc12.dataloader import VOC
+from pipeline import dataset
+from pipeline.registry import SOURCE_FILE, registered
 
 
 def read_foreign(path, fmt):
@@ -57,10 +63,13 @@ def run(args):
             f"{src}: these CAM files are pickled Python objects, and loading a pickle can run "
             f"arbitrary code. If you trust their source, rerun with --trust_pickle; they are "
             f"converted once into pickle-free .npz files")
-    voc = VOC(args.voc12_root, args.result_dir)
+    if registered(args.import_name):
+        raise PipelineError(f"--import_name {args.import_name}: a folder this pipeline makes; "
+                            f"pick another name")
+    ds = dataset(args)
     out = os.path.join(args.result_dir, args.import_name)
     ids = [f[:-4] for f in files]
-    labels = voc.labels(ids)
+    labels = ds.labels(ids)
     import torch
     for img_id, f in tqdm(list(zip(ids, files)), desc="import_cams"):
         keys, high = read_foreign(os.path.join(src, f), args.import_format)
@@ -68,10 +77,16 @@ def run(args):
             raise PipelineError(f"{os.path.join(src, f)}: classes {keys.tolist()} differ from "
                                 f"the image's labels {labels[img_id].tolist()} (0-based "
                                 f"foreground indices expected)")
-        size = image_size(voc.image_path(img_id))
+        size = image_size(ds.image_path(img_id))
         if high.shape[1:] != size:
             raise PipelineError(f"{os.path.join(src, f)}: maps of size {high.shape[1:]} but the "
                                 f"image is {size}; import full-resolution maps")
         low, _ = to_cam_sizes(torch.from_numpy(high), size)
         save_cam(cam_path(out, img_id), keys, low.numpy(), high)
-    return f"{len(files)} files converted from {src} ({args.import_format}) -> {out}"
+    manifest = {"title": args.import_title or args.import_name, "format": args.import_format,
+                "threshold": args.orand_eval_thres if args.import_thres is None else args.import_thres,
+                "offset": args.import_offset, "from": os.path.abspath(src)}
+    with atomic_path(os.path.join(out, SOURCE_FILE)) as tmp, open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    return (f"{len(files)} files converted from {src} ({args.import_format}) -> {out}, "
+            f"registered as source '{args.import_name}'")

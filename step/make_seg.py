@@ -4,14 +4,17 @@ multi-scale + flip softmax average, optional dense CRF (--seg_crf), palette PNGs
 import os
 
 from misc.crf import crf_probs
-from misc.inference import process_images
 from net.deeplab import seg_probs, trained_seg_net
-from voc12.dataloader import VOC, MultiScaleDataset
+from pipeline import dataset
+from pipeline.images import process_images
+from pipeline.registry import output
+from voc12.dataloader import MultiScaleDataset
 
 
 def run(args):
+    ds = dataset(args)
     model = trained_seg_net(args.seg_tag, args.seg_backbone, args.seg_fov, args.seg_width,
-                            os.path.join(args.sess_dir, f"{args.seg_tag}.pth"))
+                            ds.n_classes + 1, output("{seg_tag}.pth").path(args))
     model.to(args.device).eval()
 
     def predict(item):
@@ -20,12 +23,11 @@ def run(args):
             return crf_probs(item["raw"], probs.cpu().numpy())
         return probs.argmax(0)
     out = []
-    voc = VOC(args.voc12_root, args.result_dir)
     for split in args.seg_splits.split(","):
-        ids = voc.ids(split)
-        voc.check_images(ids)
+        ids = ds.ids(split)
+        ds.check_images(ids)
         out.append(f"{split}: " + process_images(
             args, os.path.join(args.seg_tag, split),
-            lambda v, todo: MultiScaleDataset(v, todo, args.seg_infer_scales, raw=args.seg_crf),
+            lambda d, todo: MultiScaleDataset(d, todo, args.seg_infer_scales, raw=args.seg_crf),
             predict, ids=ids, ext=".png"))
     return "; ".join(out)

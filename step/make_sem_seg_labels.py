@@ -2,18 +2,17 @@
 within --walk_radius -> power --beta -> column-normalised sparse transition -> 2^exp_times
 steps on the stride-4 CAMs of --sem_seg_cam_dir times (1 - boundary) -> x4 upsampling
 -> global max -> background score --sem_seg_bg_thres -> argmax -> result/sem_seg/<id>.png."""
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from misc.cam_io import cam_path, load_cam
-from misc.inference import process_images
-from misc.fileio import result_folder
+from misc.metrics import cam_to_label
 from misc.torchutils import autocast
-from misc.trainer import load_weights
-from net.irn import BoundaryNet, make_trunk, random_walk, trunk_backbone, weights_meta
+from net.irn import random_walk, trained_boundary_net, trunk_backbone
+from pipeline import dataset
+from pipeline.images import process_images
+from pipeline.registry import cam_output, output
 from voc12.dataloader import MultiScaleDataset
 
 
@@ -31,18 +30,15 @@ def pseudo_mask(rw, keys, size, bg_thres):
     h, w = size
     up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
     up = up / (up.max() + 1e-5)
-    score = torch.cat([torch.full((1, h, w), bg_thres, device=up.device), up])
-    ids = np.concatenate([[0], np.asarray(keys) + 1])
-    return ids[score.argmax(0).cpu().numpy()]
+    return cam_to_label(up.cpu().numpy(), keys, bg_thres)
 
 
 def run(args):
     trunk_bb = trunk_backbone(args.irn_trunk, args.cam_backbone, args.irn_backbone)
-    model = BoundaryNet(make_trunk("cam" if args.irn_trunk == "cam" else "none", trunk_bb))
-    load_weights(model, os.path.join(args.sess_dir, "irn.pth"),
-                 weights_meta(args.irn_trunk, trunk_bb, args.irn_radius))
+    model = trained_boundary_net(args.irn_trunk, trunk_bb, args.irn_radius,
+                                 dataset(args).n_classes, output("irn.pth").path(args))
     model.to(args.device).eval()
-    cam_dir = result_folder(args.sem_seg_cam_dir, args.result_dir)
+    cam_dir = cam_output(args.sem_seg_cam_dir, args).path(args)
 
     def walk(item):
         c = load_cam(cam_path(cam_dir, item["id"]), item["keys"])
@@ -52,5 +48,5 @@ def run(args):
         edge = boundary_map(model, item["imgs"][0], cams.shape[1:], args.device)
         rw = random_walk(cams, edge, args.walk_radius, args.beta, args.exp_times)
         return pseudo_mask(rw, c["keys"], item["size"], args.sem_seg_bg_thres)
-    return process_images(args, "sem_seg", lambda voc, ids: MultiScaleDataset(voc, ids), walk,
+    return process_images(args, "sem_seg", lambda ds, ids: MultiScaleDataset(ds, ids), walk,
                           ext=".png")

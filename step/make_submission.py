@@ -10,7 +10,7 @@ from misc.errors import PipelineError
 from misc.fileio import atomic_path
 from misc.imutils import image_size, read_label, save_label_png
 from misc.torchutils import is_main
-from voc12.dataloader import VOC
+from pipeline import dataset
 
 SERVER_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
 
@@ -18,7 +18,7 @@ SERVER_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
 def run(args):
     if not is_main():
         return "packed on rank 0"
-    voc = VOC(args.voc12_root, args.result_dir)
+    voc = dataset(args)
     ids = voc.ids("test")
     pred_dir = os.path.join(args.result_dir, args.seg_tag, "test")
     tree = os.path.join(args.result_dir, f"{args.seg_tag}_submission")

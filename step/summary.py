@@ -1,14 +1,15 @@
-"""Step summary: the paper-style table of the run, one row per stage (ResNet CAM, ViT
-CAM, naive ensemble, OR, AND, ORANDNet, pseudo-mask after IRN, segmenter) with mIoU,
-mean precision, mean recall and the wall time of the steps that made it; printed and
-written to result/summary.md and result/summary.json."""
+"""Step summary: the paper-style table of the run, one row per stage of the report (the
+CAM sources, naive ensemble, OR, AND, ORANDNet, pseudo-mask after IRN, segmenter) with
+mIoU, mean precision, mean recall and the wall time of the steps that made it, and the
+protocol card (what each row scored and how); printed and written to result/summary.md
+and result/summary.json."""
 import json
 import os
 import time
 
 from misc.fileio import atomic_path
-from misc.stages import collect, read_json
 from misc.torchutils import is_main
+from pipeline.report import collect, read_json
 
 PAPER = ("Paper (PASCAL VOC 2012, ResNet-50 + ViT CAMs): segmenter 70.3 val / 72.1 test mIoU; "
          "+6.8 val over the IRN baseline.")
@@ -47,17 +48,48 @@ def markdown(rows, times, header):
             "(threshold = its background score). Means over classes.", "",
             "| step | wall time (s) |", "|---|---|"]
     out += [f"| {s} | {t:.1f} |" for s, t in times.items()]
-    out += [f"| **total** | **{sum(times.values()):.1f}** |", "", PAPER, ""]
+    out += [f"| **total** | **{sum(times.values()):.1f}** |", ""]
+    out += protocol_card(rows) + ["", PAPER, ""]
     return "\n".join(out)
+
+
+def _cell(v):
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def protocol_card(rows):
+    """How each scored row was made and scored: split and image count, input scales,
+    flip, CRF, threshold; anything else its record says."""
+    out = ["## Protocol", "", "| stage | split scored | images | scales | flip | CRF | "
+           "threshold | also |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["protocol"] is None:
+            continue
+        p = dict(r["protocol"])
+        split, _, n = (r["evaluated_on"] or "").partition(" (")
+        main = [p.pop(k, None) for k in ("scales", "flip", "crf", "threshold")]
+        fixed = p.pop("fixed_threshold", None)
+        main[3] = "argmax" if main[3] is None else \
+            f"{main[3]:.2f}" + ("" if fixed is None else f" (best; fixed {fixed:.2f})")
+        also = "; ".join(f"{k} {_cell(v)}" for k, v in p.items())
+        out.append(f"| {r['stage']} | {split} | {n.split()[0]} | "
+                   + " | ".join(_cell(v) for v in main) + f" | {also or '—'} |")
+    return out
 
 
 def run(args):
     if not is_main():
         return "written on rank 0"
     times = read_json(os.path.join(args.result_dir, "step_times.json")) or {}
-    rows = collect(args.result_dir, args.seg_tag, times)
+    rows = collect(args, times)
     header = (f"# ORANDNet run summary\n\n{time.strftime('%Y-%m-%d %H:%M')}, preset "
-              f"`{args.preset}`, seed {args.seed}, device {args.device}, VOC root "
+              f"`{args.preset}`, seed {args.seed}, device {args.device}, dataset root "
               f"`{args.voc12_root}`.")
     text = markdown(rows, times, header)
     for name, body in (("summary.md", text),

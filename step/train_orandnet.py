@@ -1,21 +1,19 @@
 """Step train_orandnet: the OR->AND network on (OR, AND) map pairs of the infer list,
 one image per iteration with all its class maps in one batch -> sess/orandnet.pth."""
-import os
-
 import torch
 
-from misc.fileio import require_files
-from misc.orand import OrAndPairs
 from misc.trainer import FitConfig, fit, poly_lr
 from net.orandnet import build_orandnet, orand_loss, weights_meta
-from voc12.dataloader import VOC
+from pipeline import dataset
+from pipeline.camdata import OrAndPairs
+from pipeline.registry import output, require
 
 
 def run(args):
-    voc = VOC(args.voc12_root, args.result_dir)
-    ids = [i for i, k in voc.labels(voc.ids(args.infer_list)).items() if len(k)]
-    or_dir, and_dir = (os.path.join(args.result_dir, d) for d in ("or_cam", "and_cam"))
-    require_files(and_dir, ids, ".npz", "OR/AND files", "make_orand")
+    ds = dataset(args)
+    ids = [i for i, k in ds.labels(ds.ids(args.infer_list)).items() if len(k)]
+    or_out, and_out = output("or_cam"), output("and_cam")
+    require(and_out, args, ids, "OR/AND files")
     model = build_orandnet(args.orand_net, args.orand_pretrained)
     opt = torch.optim.SGD(model.parameters(), lr=args.orand_lr, momentum=args.orand_momentum,
                           weight_decay=args.orand_weight_decay)
@@ -24,7 +22,7 @@ def run(args):
 
     def loss(net, b):  # one image: its K class maps are the batch
         return orand_loss(net(b["or"][0][:, None]), b["and"][0], args.orand_loss)
-    s = fit(model, opt, poly_lr(opt, args.orand_iters), OrAndPairs(voc, ids, or_dir, and_dir),
-            loss, cfg)
+    data = OrAndPairs(ds, ids, or_out.path(args), and_out.path(args))
+    s = fit(model, opt, poly_lr(opt, args.orand_iters), data, loss, cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, {args.orand_loss} loss "
             f"{s['losses'][0] if s['losses'] else float('nan'):.4f} -> {s['final_loss']:.4f}")

@@ -1,14 +1,17 @@
 """Step train_vit: the ViT classifier on image-level labels -> sess/vit.pth."""
-from misc.classifier import train_classifier
 from misc.trainer import cosine_lr
 from net.vit_cam import ViTClassifier, weights_meta
+from pipeline.classifier import train_classifier
 
 
 def run(args):
-    def model():
-        return ViTClassifier(args.vit_backbone, args.vit_img_size, args.vit_pretrained,
+    def model(n):
+        return ViTClassifier(args.vit_backbone, args.vit_img_size, n, args.vit_pretrained,
                              args.vit_patch_size, args.vit_depth)
-    meta = weights_meta(args.vit_backbone, args.vit_img_size, args.vit_patch_size, args.vit_depth)
+
+    def meta(n):
+        return weights_meta(args.vit_backbone, args.vit_img_size, args.vit_patch_size,
+                            args.vit_depth, n)
     return train_classifier(
         args, model, "vit", meta, lr=args.vit_lr, weight_decay=args.vit_weight_decay,
         momentum=args.vit_momentum, epochs=args.vit_epochs, iters=args.vit_iters,

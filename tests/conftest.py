@@ -40,7 +40,7 @@ def full_run(toy_root, tmp_path_factory):
     import run_sample
     work = tmp_path_factory.mktemp("full_run")
     run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *TINY,
-                     "--steps", f"1-{len(run_sample.STEPS)}"])
+                     "--steps", f"1-{len(run_sample.STEP_NAMES)}"])
     return work
 
 

@@ -57,10 +57,10 @@ def test_nan_cam_stops_eval_and_keeps_the_earlier_report(done):
         d = dict(z)
     d["high_res"][0, 0, 0] = np.nan
     np.savez(cam, **d)
-    report = open(work / "result" / "eval" / "eval_cam.json").read()
+    report = open(work / "result" / "eval" / "cam.json").read()
     with pytest.raises(PipelineError, match=f"{cam}.*NaN or Inf"):
         run(root, work, "--steps", "eval_cam")
-    assert open(work / "result" / "eval" / "eval_cam.json").read() == report
+    assert open(work / "result" / "eval" / "cam.json").read() == report
 
 
 def test_pickled_cam_in_the_folder(done):

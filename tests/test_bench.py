@@ -7,7 +7,7 @@ import sys
 import torch
 
 from bench import bench
-from misc.config import PRESETS
+from pipeline.config import PRESETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 import run_sample
+from conftest import TINY
 from misc.cam_io import load_cam
 from misc.errors import PipelineError
+from pipeline.registry import step_table
 from net.resnet_cam import CAMNet, multiscale_cams
 from voc12.dataloader import VOC
 
-# small enough for seconds on 2 cores; the toy preset supplies everything else
-FAST = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters", "2",
-        "--cam_batch_size", "4", "--cam_crop_size", "64", "--cam_resize_long", "48,80",
-        "--cam_scales", "1.0,0.5"]
+# the tests' tiny run, with two CAM iterations and two scales
+FAST = [*TINY, "--cam_iters", "2", "--cam_scales", "1.0,0.5"]
 
 
 def run(root, work, *extra):
@@ -33,10 +33,16 @@ def trained(toy_root, tmp_path_factory):
 def test_list_steps_numbers_names_reads_writes(capsys):
     run_sample.main(["--list_steps"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(run_sample.STEPS)
-    for n, (line, (name, _, writes)) in enumerate(zip(lines, run_sample.STEPS), 1):
+    table = step_table()
+    assert len(lines) == len(table) == len(run_sample.STEP_NAMES)
+    for line, (n, name, reads, writes) in zip(lines, table):
         assert line.split()[:2] == [str(n), name]
-        assert "reads:" in line and writes in line
+        assert f"reads: {reads}" in line and line.endswith(f"writes: {writes}")
+    # what a step writes is declared once, and the table derives the paths from it
+    by_name = {name: (reads, writes) for _, name, reads, writes in table}
+    assert by_name["make_cam"] == ("sess/cam.pth, infer_list images", "result/cam/<id>.npz")
+    assert by_name["train_orandnet"][1] == "sess/orandnet.pth (+ .ckpt)"
+    assert "result/eval/orandnet_cam.json" in by_name["eval_orandnet"][1]
 
 
 def test_parse_steps_ranges_names_and_errors():
@@ -49,7 +55,7 @@ def test_parse_steps_ranges_names_and_errors():
 
 
 def test_cam_net_shapes_and_output_stride():
-    net = CAMNet("resnet18", freeze_bn=False, freeze_stem=False).eval()
+    net = CAMNet(20, "resnet18", freeze_bn=False, freeze_stem=False).eval()
     x = torch.randn(2, 3, 64, 96)
     assert net(x).shape == (2, 20)
     assert net.cams(x).shape == (2, 20, 4, 6)  # output stride 16, not 32
@@ -57,7 +63,7 @@ def test_cam_net_shapes_and_output_stride():
 
 
 def test_frozen_bn_and_stem():
-    net = CAMNet("resnet18", freeze_bn=True, freeze_stem=True).train()
+    net = CAMNet(20, "resnet18", freeze_bn=True, freeze_stem=True).train()
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert not any(p.requires_grad for p in net.stem.parameters())
@@ -67,7 +73,7 @@ def test_frozen_bn_and_stem():
 
 def test_multiscale_cams_normalised_per_class():
     torch.manual_seed(0)
-    net = CAMNet("resnet18", freeze_bn=False, freeze_stem=False).eval()
+    net = CAMNet(20, "resnet18", freeze_bn=False, freeze_stem=False).eval()
     imgs = [torch.randn(3, 50, 70), torch.randn(3, 25, 35)]
     low, high = multiscale_cams(net, imgs, (50, 70), [3, 7])
     assert low.shape == (2, 13, 18) and high.shape == (2, 50, 70)
@@ -94,12 +100,14 @@ def test_cam_files_shape_keys_normalisation(trained, toy_root):
 
 def test_eval_json_fields(trained):
     import json
-    with open(os.path.join(trained, "result", "eval", "eval_cam.json")) as f:
+    with open(os.path.join(trained, "result", "eval", "cam.json")) as f:
         r = json.load(f)
-    for k in ("miou", "mprecision", "mrecall", "threshold", "iou", "precision", "recall", "sweep"):
+    for k in ("name", "title", "list", "n_images", "class_names", "fixed", "best", "sweep",
+              "per_class", "protocol"):
         assert k in r
-    assert len(r["iou"]) == 21 and r["threshold"] == 0.25
+    assert len(r["per_class"]["iou"]) == 21 and r["fixed"]["threshold"] == 0.25
     assert r["best"]["miou"] == max(s["miou"] for s in r["sweep"])
+    assert r["protocol"]["scales"] == [1.0, 0.5] and r["protocol"]["flip"] is True
 
 
 def test_make_cam_rerun_skips_finished_images(trained, toy_root, capsys):
@@ -149,15 +157,15 @@ def test_pretrained_imagenet_offline_says_how_to_pass_a_file(monkeypatch):
         raise OSError("network unreachable")
     monkeypatch.setattr(torchvision.models, "get_model", offline)
     with pytest.raises(PipelineError, match="--pretrained /path/to/file.pth"):
-        CAMNet("resnet18", pretrained="imagenet")
+        CAMNet(20, "resnet18", pretrained="imagenet")
 
 
 def test_pretrained_local_file(tmp_path):
     import torchvision
     ref = torchvision.models.resnet18()
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
-    net = CAMNet("resnet18", pretrained=str(tmp_path / "r18.pth"))
+    net = CAMNet(20, "resnet18", pretrained=str(tmp_path / "r18.pth"))
     assert torch.equal(net.stem[0].weight, ref.conv1.weight)
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
     with pytest.raises(PipelineError, match="does not match"):
-        CAMNet("resnet18", pretrained=str(tmp_path / "r34.pth"))
+        CAMNet(20, "resnet18", pretrained=str(tmp_path / "r34.pth"))

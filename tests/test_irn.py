@@ -111,7 +111,9 @@ def test_steps_13_to_16_and_rerun(toy_root, tmp_path, capsys):
         assert set(np.unique(pm)) <= {0, *(np.asarray(keys) + 1)}
     with open(tmp_path / "result" / "eval" / "sem_seg.json") as f:
         r = json.load(f)
-    assert {"before_irn_fixed", "before_irn_best", "after_irn"} <= set(r)
+    assert r["name"] == "sem_seg" and r["fixed"] is None and r["best"]["threshold"] == 0.30
+    with open(tmp_path / "result" / "eval" / "orandnet_cam.json") as f:  # before IRN: the
+        assert json.load(f)["fixed"]["threshold"] == 0.25  # refined folder's own threshold
     capsys.readouterr()
     run_sample.main(args + ["--steps", "cam_to_ir_label,make_sem_seg_labels"])
     out = capsys.readouterr().out

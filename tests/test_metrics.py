@@ -1,5 +1,7 @@
-"""Tests of misc.metrics against hand-computed examples, and of evaluate_cam_dir on a toy
-tree with CAM files written by the test itself."""
+"""Tests of misc.metrics against hand-computed examples, and of the CAM-folder
+evaluation (pipeline.evaluate.cam_record) on a toy tree with CAM files written by the
+test itself."""
+import argparse
 import json
 import math
 import os
@@ -9,10 +11,12 @@ import pytest
 
 from misc.cam_io import cam_path, save_cam
 from misc.errors import PipelineError
-from misc.metrics import (N_LABELS, cam_to_label, confusion, evaluate_cam_dir, scores,
-                          sweep_confusions)
-from voc12.classes import IGNORE
+from misc.metrics import IGNORE, cam_to_label, confusion, scores, sweep_confusions
+from pipeline.evaluate import cam_record
+from pipeline.registry import output
 from voc12.dataloader import VOC
+
+N_LABELS = 21  # VOC: 20 classes + background
 
 
 def test_confusion_hand_example():
@@ -23,10 +27,12 @@ def test_confusion_hand_example():
                          [1, 1, 1],
                          [0, 0, 1]])
     assert np.array_equal(confusion(pred, gt, n=3), expected)
-    full = confusion(pred.astype(np.uint8), gt.astype(np.uint8))
-    assert full.shape == (N_LABELS, N_LABELS) == (21, 21)
+    full = confusion(pred.astype(np.uint8), gt.astype(np.uint8), N_LABELS)
+    assert full.shape == (N_LABELS, N_LABELS)
     assert np.array_equal(full[:3, :3], expected) and full.sum() == 5
-    assert confusion(np.zeros((2, 2)), np.full((2, 2), IGNORE)).sum() == 0
+    assert confusion(np.zeros((2, 2)), np.full((2, 2), IGNORE), N_LABELS).sum() == 0
+    many = confusion(np.array([80]), np.array([80]), 81)  # COCO's 80 classes + background
+    assert many.shape == (81, 81) and many[80, 80] == 1
 
 
 def test_scores_hand_example():
@@ -89,8 +95,8 @@ def test_sweep_confusions_equals_thresholding(k):
     for c, key in enumerate(keys):  # make the maps matter: gt follows them in places
         gt[maps[c] > .6] = key + 1
     thresholds = [0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 0.95]
-    got = sweep_confusions(maps, keys, gt, thresholds)
-    expected = np.stack([confusion(cam_to_label(maps, keys, t), gt) for t in thresholds])
+    got = sweep_confusions(maps, keys, gt, thresholds, N_LABELS)
+    expected = np.stack([confusion(cam_to_label(maps, keys, t), gt, N_LABELS) for t in thresholds])
     assert got.shape == (len(thresholds), 21, 21)
     assert np.array_equal(got, expected)
     if k == 0:
@@ -98,7 +104,7 @@ def test_sweep_confusions_equals_thresholding(k):
     else:
         assert not np.array_equal(got[0], got[-1])  # the threshold changes the prediction
     # numpy float64 thresholds (e.g. from np.arange) follow the same float32 tie rule
-    assert np.array_equal(sweep_confusions(maps, keys, gt, np.array(thresholds)), expected)
+    assert np.array_equal(sweep_confusions(maps, keys, gt, np.array(thresholds), N_LABELS), expected)
 
 
 def test_sweep_tie_rule_with_float64_threshold():
@@ -107,7 +113,7 @@ def test_sweep_tie_rule_with_float64_threshold():
     gt = np.ones((2, 2), np.uint8)
     assert not cam_to_label(maps, [0], 0.1).any()
     for t in (0.1, np.float64(0.1)):
-        conf = sweep_confusions(maps, [0], gt, [t])[0]
+        conf = sweep_confusions(maps, [0], gt, [t], N_LABELS)[0]
         assert conf[1, 0] == 4 and conf[1, 1] == 0
 
 
@@ -121,18 +127,25 @@ def _write_perfect_cams(voc, ids, cam_dir):
     return labels
 
 
-def test_evaluate_cam_dir_perfect_cams(toy_root, tmp_path):
+def _args(tmp_path, thres=0.5):
+    """What cam_record needs of a run: result/ and the ResNet CAMs' fixed threshold."""
+    return argparse.Namespace(result_dir=str(tmp_path), cam_eval_thres=thres, cam_scales=(1.0,))
+
+
+def test_cam_record_perfect_cams(toy_root, tmp_path):
     voc = VOC(toy_root, cache_dir=str(tmp_path))
     ids = voc.ids("train")
-    cam_dir = str(tmp_path / "cam")
-    labels = _write_perfect_cams(voc, ids, cam_dir)
-    res = evaluate_cam_dir(voc, ids, cam_dir, 0.5)
-    assert res["threshold"] == 0.5 and res["n_images"] == len(ids)
-    assert res["miou"] == 1.0 and res["mprecision"] == 1.0 and res["mrecall"] == 1.0
+    args = _args(tmp_path)
+    labels = _write_perfect_cams(voc, ids, str(tmp_path / "cam"))
+    res = cam_record(voc, ids, "train", output("cam"), args)
+    assert res["fixed"]["threshold"] == 0.5 and res["n_images"] == len(ids)
+    assert res["fixed"]["miou"] == 1.0 and res["fixed"]["mprecision"] == 1.0
+    assert res["fixed"]["mrecall"] == 1.0 and res["list"] == "train"
     present = {0} | {int(k) + 1 for i in ids for k in labels[i]}
-    assert len(present) >= 3
+    assert len(present) >= 3 and res["class_names"] == list(voc.label_names)
     for c in range(21):
-        assert (res["iou"][c] == 1.0) if c in present else (res["iou"][c] is None), c
+        assert (res["per_class"]["iou"][c] == 1.0) if c in present else \
+            (res["per_class"]["iou"][c] is None), c
     ths = [r["threshold"] for r in res["sweep"]]
     assert ths == sorted(ths) and 0.5 in ths and len(ths) >= 10
     assert all(r["miou"] == 1.0 for r in res["sweep"])  # maps are 0 or 1: any t in (0, 1)
@@ -140,40 +153,39 @@ def test_evaluate_cam_dir_perfect_cams(toy_root, tmp_path):
     json.dumps(res, allow_nan=False)
 
 
-def test_evaluate_cam_dir_scores_drop_for_blank_cams(toy_root, tmp_path):
+def test_cam_record_scores_drop_for_blank_cams(toy_root, tmp_path):
     voc = VOC(toy_root, cache_dir=str(tmp_path))
     ids = voc.ids("train")
-    cam_dir = str(tmp_path / "cam")
-    labels = _write_perfect_cams(voc, ids, cam_dir)
+    labels = _write_perfect_cams(voc, ids, str(tmp_path / "cam"))
     # blank the maps of one image: its objects become background
     i = ids[0]
     h, w = voc.mask(i).shape
     k = len(labels[i])
-    save_cam(cam_path(cam_dir, i), labels[i], np.zeros((k, (h + 3) // 4, (w + 3) // 4)),
+    save_cam(cam_path(str(tmp_path / "cam"), i), labels[i], np.zeros((k, (h + 3) // 4, (w + 3) // 4)),
              np.zeros((k, h, w)))
-    res = evaluate_cam_dir(voc, ids, cam_dir, 0.5, thresholds=[0.25, 0.75])
-    assert [r["threshold"] for r in res["sweep"]] == [0.25, 0.5, 0.75]
-    assert res["miou"] < 1.0 and res["mrecall"] < 1.0
-    assert res["precision"][0] < 1.0 and res["recall"][0] == 1.0  # background over-predicted
+    res = cam_record(voc, ids, "train", output("cam"), _args(tmp_path, 0.33))
+    ths = [r["threshold"] for r in res["sweep"]]
+    assert {0.25, 0.33, 0.75} <= set(ths)  # the fixed threshold joins the sweep
+    assert res["fixed"]["miou"] < 1.0 and res["fixed"]["mrecall"] < 1.0
+    pc = res["per_class"]
+    assert pc["precision"][0] < 1.0 and pc["recall"][0] == 1.0  # background over-predicted
     for key in labels[i]:  # never wrongly predicted (None when only this image has it)
-        assert res["precision"][key + 1] in (1.0, None)
-        assert res["recall"][key + 1] < 1.0
+        assert pc["precision"][key + 1] in (1.0, None)
+        assert pc["recall"][key + 1] < 1.0
 
 
-def test_evaluate_cam_dir_missing_cam_names_producer(toy_root, tmp_path):
+def test_cam_record_missing_cam_names_producer(toy_root, tmp_path):
     voc = VOC(toy_root, cache_dir=str(tmp_path))
     ids = voc.ids("train")
     cam_dir = str(tmp_path / "cam")
     _write_perfect_cams(voc, ids, cam_dir)
     os.remove(cam_path(cam_dir, ids[3]))
-    with pytest.raises(PipelineError, match="make_cam") as e:
-        evaluate_cam_dir(voc, ids, cam_dir, 0.5, producer="make_cam")
+    with pytest.raises(PipelineError, match="run step make_cam") as e:
+        cam_record(voc, ids, "train", output("cam"), _args(tmp_path))
     assert cam_dir in str(e.value) and ids[3] in str(e.value)
-    with pytest.raises(PipelineError, match="the CAM step"):
-        evaluate_cam_dir(voc, ids, cam_dir, 0.5)
 
 
-def test_evaluate_cam_dir_size_mismatch(toy_root, tmp_path):
+def test_cam_record_size_mismatch(toy_root, tmp_path):
     voc = VOC(toy_root, cache_dir=str(tmp_path))
     ids = voc.ids("train")[:2]
     cam_dir = str(tmp_path / "cam")
@@ -181,4 +193,4 @@ def test_evaluate_cam_dir_size_mismatch(toy_root, tmp_path):
     k = len(labels[ids[1]])
     save_cam(cam_path(cam_dir, ids[1]), labels[ids[1]], np.zeros((k, 2, 2)), np.zeros((k, 7, 7)))
     with pytest.raises(PipelineError, match=cam_path(cam_dir, ids[1])):
-        evaluate_cam_dir(voc, ids, cam_dir, 0.5)
+        cam_record(voc, ids, "train", output("cam"), _args(tmp_path))

@@ -1,6 +1,7 @@
 """ORANDNet: OR/AND against hand values, offsets and clipping, source agreement checks,
 batched == one-map-at-a-time, both losses learn (and ce's single-class hole), the
 foreign-CAM import with its pickle guard, and steps 7-12 end to end."""
+import argparse
 import json
 import os
 import shutil
@@ -13,8 +14,10 @@ import run_sample
 from conftest import TINY, write_pickled_cam
 from misc.cam_io import cam_path, load_cam, save_cam
 from misc.errors import PipelineError
-from misc.orand import load_sources, naive_ensemble, parse_sources, prob_and, prob_or
+from misc.orand import naive_ensemble, prob_and, prob_or
 from net.orandnet import FCN8s, SmallFCN, orand_loss, orandnet_cams
+from pipeline.camdata import load_sources
+from pipeline.registry import parse_sources
 
 
 def test_or_and_hand_values_two_and_three_sources():
@@ -33,19 +36,24 @@ def write(folder, img_id, keys, high):
 def test_offset_clip_and_naive(tmp_path):
     write(tmp_path / "a", "x", [3], np.full((1, 8, 8), 0.5))
     write(tmp_path / "b", "x", [3], np.full((1, 8, 8), 0.95))
-    src = parse_sources(f"{tmp_path / 'a'},{tmp_path / 'b'}:0.15", "/unused")
+    args = argparse.Namespace(result_dir="/unused")
+    src = [(o.path(args), off) for o, off in
+           parse_sources(f"{tmp_path / 'a'},{tmp_path / 'b'}:0.15", args)]
     assert src == [(str(tmp_path / "a"), 0.0), (str(tmp_path / "b"), 0.15)]
-    keys, maps = load_sources(src, "x", [3])
+    keys, maps = load_sources(src, "x", [3], 20)
     assert keys.tolist() == [3]
     np.testing.assert_allclose(maps[1][1], 1.0)  # 0.95 + 0.15 clipped
     np.testing.assert_allclose(prob_and([m[1] for m in maps]), 0.5)  # reference: 0.55
-    _, raw = load_sources(src, "x", [3], clip=False)
+    _, raw = load_sources(src, "x", [3], 20, clip=False)
     np.testing.assert_allclose(raw[1][1], 1.1, rtol=1e-3)
     np.testing.assert_allclose(naive_ensemble([m[1] for m in raw]), 1.0, atol=1e-4)
     with pytest.raises(PipelineError, match="at least two"):
-        parse_sources("cam", "/r")
+        parse_sources("cam", args)
     with pytest.raises(PipelineError, match="not a number"):
-        parse_sources("cam,vit_cam:x", "/r")
+        parse_sources("cam,vit_cam:x", args)
+    # without ':offset' a registered source takes its registered default (ViT: +0.15)
+    assert [(o.name, off) for o, off in parse_sources("cam,vit_cam", args)] == \
+        [("cam", 0.0), ("vit_cam", 0.15)]
 
 
 def test_sources_that_disagree_name_both_files(tmp_path):
@@ -53,10 +61,10 @@ def test_sources_that_disagree_name_both_files(tmp_path):
     write(tmp_path / "b", "x", [3, 5], np.zeros((2, 8, 12)))
     src = [(str(tmp_path / "a"), 0), (str(tmp_path / "b"), 0)]
     with pytest.raises(PipelineError, match=r"b/x.npz and .*a/x.npz disagree.*size"):
-        load_sources(src, "x", [3, 5])
+        load_sources(src, "x", [3, 5], 20)
     write(tmp_path / "c", "x", [3], np.zeros((1, 8, 8)))
     with pytest.raises(PipelineError, match=r"c/x.npz: keys \[3\] differ"):
-        load_sources([(str(tmp_path / "a"), 0), (str(tmp_path / "c"), 0)], "x", [3, 5])
+        load_sources([(str(tmp_path / "a"), 0), (str(tmp_path / "c"), 0)], "x", [3, 5], 20)
 
 
 @pytest.mark.parametrize("net", [SmallFCN, lambda: FCN8s("none")])
@@ -111,15 +119,17 @@ def orand_run(toy_root, tmp_path_factory):
 
 
 def test_steps_7_to_12(orand_run):
-    with open(orand_run / "result" / "eval" / "orandnet.json") as f:
-        r = json.load(f)
-    assert [row["name"] for row in r["rows"]] == ["cam", "vit_cam", "naive_cam", "or_cam",
-                                                 "and_cam", "orandnet_cam"]
-    fixed = {row["name"]: row["fixed"]["threshold"] for row in r["rows"]}
+    rows = []
+    for name in ("cam", "vit_cam", "naive_cam", "or_cam", "and_cam", "orandnet_cam"):
+        with open(orand_run / "result" / "eval" / f"{name}.json") as f:
+            rows.append(json.load(f))
+    assert [row["name"] for row in rows] == ["cam", "vit_cam", "naive_cam", "or_cam",
+                                             "and_cam", "orandnet_cam"]
+    fixed = {row["name"]: row["fixed"]["threshold"] for row in rows}
     assert fixed == {"cam": 0.25, "vit_cam": 0.05, "naive_cam": 0.25, "or_cam": 0.25,
                      "and_cam": 0.25, "orandnet_cam": 0.25}
-    for row in r["rows"]:
-        assert row["best"]["miou"] >= row["fixed"]["miou"]
+    for row in rows:
+        assert row["best"]["miou"] >= row["fixed"]["miou"] and row["list"] == "train"
     # OR >= every source >= AND, pixel by pixel
     res, vit = orand_run / "result" / "cam", orand_run / "result" / "vit_cam"
     for f in os.listdir(res):
@@ -156,7 +166,10 @@ def test_import_round_trip_and_pickle_guard(orand_run, toy_root, tmp_path, layou
     with pytest.raises(PipelineError, match="pickled.*--trust_pickle"):
         run_sample.main(args)
     assert not os.path.exists(orand_run / "result" / f"imp_{layout}")
-    run_sample.main(args + ["--trust_pickle"])
+    run_sample.main(args + ["--trust_pickle", "--import_title", f"Imported {layout}"])
+    with open(orand_run / "result" / f"imp_{layout}" / "source.json") as f:
+        assert json.load(f) == {"title": f"Imported {layout}", "format": fmt, "threshold": 0.25,
+                                "offset": 0.0, "from": str(src)}
     for f in os.listdir(orand_run / "result" / "cam"):
         a = load_cam(orand_run / "result" / "cam" / f)
         b = load_cam(orand_run / "result" / f"imp_{layout}" / f)

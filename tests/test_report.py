@@ -25,9 +25,8 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
         s = json.load(f)
     rows = {r["stage"]: r for r in s["rows"]}
     assert [r["stage"] for r in s["rows"]] == STAGES
-    with open(res / "eval" / "orandnet.json") as f:
-        orand = {r["name"]: r["best"] for r in json.load(f)["rows"]}
-    assert rows["AND"]["miou"] == orand["and_cam"]["miou"]  # read from the eval, not recomputed
+    with open(res / "eval" / "and_cam.json") as f:
+        assert rows["AND"]["miou"] == json.load(f)["best"]["miou"]  # read from the eval record
     for r in s["rows"]:
         assert 0 <= r["miou"] <= 1 and 0 <= r["mprecision"] <= 1 and 0 <= r["mrecall"] <= 1
         assert r["steps"] and all(t is not None and t >= 0 for t in r["steps"].values())
@@ -37,12 +36,49 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
     for stage in STAGES:
         assert f"| {stage} |" in md
     assert "| **total** |" in md and "not run" not in md
+    # the protocol card: what each row scored and how
+    card = md[md.index("## Protocol"):]
+    assert "| ResNet CAM | train | 8 | 1.0 | on | off |" in card
+    assert "| segmenter (seg) | val | 4 | 1.0 | on | on | argmax |" in card
+    assert rows["pseudo-mask after IRN"]["protocol"]["crf"] == "confident labels"
     figs = res / "figures"
     ids = VOC(toy_root).ids("train")
     drawn = sorted(p.name for p in figs.glob("grid_*.png"))
     assert len(drawn) == 6 and {f"grid_{ids[0]}.png", f"grid_{ids[-1]}.png"} <= set(drawn)
-    for name in drawn + ["pr_threshold.png", "class_iou.png"]:
+    for name in drawn + ["pr_threshold.png", "class_iou.png", "curves.png"]:
         _png(figs / name)
+
+
+def test_every_run_is_recorded(full_run):
+    with open(full_run / "result" / "runs.jsonl") as f:
+        runs = [json.loads(line) for line in f]
+    r = runs[-1]
+    assert r["status"] == "ok" and r["seed"] == 0 and r["preset"] == "toy"
+    assert [s["step"] for s in r["steps"]] == list(run_sample.STEP_NAMES)
+    assert r["flags"]["cam_backbone"] == "resnet18"  # resolved after the preset
+    assert r["flags"]["cam_iters"] == 1 and r["flags"]["cam_scales"] == [1.0]
+    assert set(r["versions"]) == {"python", "torch", "torchvision", "timm", "numpy", "cuda", "cudnn"}
+    assert r["device"] == "cpu" and r["gpu"] is None and r["world_size"] == 1
+    assert r["start"] <= r["end"] and "--steps" in r["argv"]
+    assert r["git_commit"] is None or len(r["git_commit"]) == 40
+    assert r["git_dirty"] in (True, False, None)
+
+
+def test_a_failed_run_is_recorded_with_its_error(toy_root, tmp_path):
+    import pytest
+    from misc.errors import PipelineError
+    with pytest.raises(PipelineError):
+        run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY,
+                         "--steps", "make_cam"])
+    [r] = [json.loads(line) for line in open(tmp_path / "result" / "runs.jsonl")]
+    assert r["status"] == "error" and "run step train_cam first" in r["error"] and r["steps"] == []
+
+
+def test_training_curves_per_iteration(full_run):
+    for name, iters in (("cam", 1), ("vit", 1), ("orandnet", 2), ("irn", 2), ("seg", 2)):
+        c = json.loads((full_run / "sess" / f"{name}.curve.json").read_text())
+        assert c["iter"] == list(range(iters)) and len(c["loss"]) == len(c["lr"]) == iters
+        assert all(v > 0 for v in c["lr"])
 
 
 def test_report_of_a_partial_run_marks_missing_stages(toy_root, tmp_path):
@@ -61,5 +97,5 @@ def test_report_of_a_partial_run_marks_missing_stages(toy_root, tmp_path):
     md = (tmp_path / "result" / "summary.md").read_text()
     assert md.count("not run") == len(rows) - 1
     figs = sorted(p.name for p in (tmp_path / "result" / "figures").iterdir())
-    assert figs == ["class_iou.png", "grid_toy_000002.png", "pr_threshold.png"]
+    assert figs == ["class_iou.png", "curves.png", "grid_toy_000002.png", "pr_threshold.png"]
     _png(tmp_path / "result" / "figures" / "grid_toy_000002.png")

@@ -1,6 +1,7 @@
 """No lost work: a trainer killed with SIGKILL resumes to the planned iteration with the
 weights of an uninterrupted run; a killed inference step leaves only whole files and
 its rerun completes; checkpoints of another run are refused."""
+import json
 import os
 import signal
 import subprocess
@@ -12,11 +13,11 @@ import pytest
 import torch
 
 import run_sample
+from conftest import TINY
 from misc.errors import PipelineError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_batch_size", "4",
-        "--cam_crop_size", "64", "--cam_resize_long", "48,80"]
+BASE = TINY
 
 
 def cmd(root, work, *extra):
@@ -54,6 +55,12 @@ def test_killed_trainer_resumes_to_the_planned_iteration(toy_root, tmp_path):
     b = torch.load(tmp_path / "ref" / "sess" / "cam.pth", weights_only=True)["model"]
     for k in a:  # data order and augmentation depend on (seed, epoch, index) only
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    # the loss curve survives the kill: one entry per iteration, as in the reference run
+    curves = [json.loads((w / "sess" / "cam.curve.json").read_text()) for w in (work, tmp_path / "ref")]
+    assert curves[0]["iter"] == curves[1]["iter"] == list(range(12))
+    np.testing.assert_allclose(curves[0]["loss"], curves[1]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(curves[0]["lr"], curves[1]["lr"])
+    assert curves[0]["lr"][0] > curves[0]["lr"][-1] > 0  # poly decay, the lr of each iteration
 
 
 def test_killed_inference_leaves_whole_files_and_rerun_completes(toy_root, tmp_path):

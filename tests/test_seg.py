@@ -53,7 +53,7 @@ def test_curriculum_downsamples_image_and_label_before_cropping(toy_root):
 
 @pytest.mark.parametrize("backbone", ["resnet101", "vgg16", "resnet18"])
 def test_dilated_backbones_have_output_stride_8(backbone):
-    m = DeepLabLargeFOV(backbone, fov=4, width=32).eval()
+    m = DeepLabLargeFOV(21, backbone, fov=4, width=32).eval()
     with torch.no_grad():
         assert m.features(torch.zeros(1, 3, 96, 64)).shape[2:] == (12, 8)
         assert m(torch.zeros(1, 3, 96, 64)).shape == (1, 21, 96, 64)
@@ -98,7 +98,8 @@ def test_steps_17_to_20_pseudo_and_ground_truth(toy_root, full_run):
     for tag in ("seg", "gt"):
         with open(full_run / "result" / "eval" / f"{tag}.json") as f:
             r = json.load(f)
-        assert r["list"] == "val" and len(r["iou"]) == 21
+        assert r["list"] == "val" and len(r["per_class"]["iou"]) == 21
+        assert r["protocol"]["crf"] is True and r["best"]["threshold"] is None  # argmax
         for i in voc.ids("val"):
             pred = np.asarray(Image.open(full_run / "result" / tag / "val" / f"{i}.png"))
             assert pred.shape == voc.image(i).shape[:2] and pred.max() <= 20

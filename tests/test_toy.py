@@ -8,7 +8,8 @@ from PIL import Image
 
 from misc.imutils import read_image, read_label, voc_palette
 from voc12 import toy
-from voc12.classes import CAT_LIST, IGNORE
+from misc.metrics import IGNORE
+from voc12.classes import VOC_CLASSES as CAT_LIST
 
 SMALL = dict(n_train=8, n_aug=8, n_val=4, n_test=4, size=80)
 

@@ -71,5 +71,5 @@ def test_fit_learns_saves_and_guards_against_nan(tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet10t", "timm:resnet18d"])
 def test_timm_resnets_reach_output_stride_16(name):
-    net = CAMNet(name, freeze_bn=False, freeze_stem=False).eval()
+    net = CAMNet(20, name, freeze_bn=False, freeze_stem=False).eval()
     assert net.cams(torch.randn(1, 3, 64, 64)).shape == (1, 20, 4, 4)

@@ -15,7 +15,7 @@ from misc.errors import PipelineError
 from net.vit_cam import ViTClassifier, vit_cams
 from voc12.dataloader import VOC
 
-TINY_VIT = dict(name="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+TINY_VIT = dict(name="vit_tiny_patch16_224", img_size=32, n_classes=20, patch_size=8, depth=1)
 
 
 def evidence_model(seed):
@@ -48,7 +48,7 @@ def test_cam_peaks_at_the_patch_holding_the_evidence(seed, method):
 @pytest.mark.parametrize("method", ["attribution", "gradcam"])
 def test_batched_classes_equal_one_pass_per_class(method):
     torch.manual_seed(0)
-    m = ViTClassifier("vit_tiny_patch16_224", 32, patch_size=8, depth=2).eval()
+    m = ViTClassifier("vit_tiny_patch16_224", 32, 20, patch_size=8, depth=2).eval()
     x = torch.randn(1, 3, 32, 32)
     keys = [1, 4, 9]
     together = vit_cams(m, x, keys, method)
@@ -60,9 +60,9 @@ def test_batched_classes_equal_one_pass_per_class(method):
 
 def test_bad_backbone_and_method():
     with pytest.raises(PipelineError, match="not a timm model"):
-        ViTClassifier("no_such_vit", 32)
+        ViTClassifier("no_such_vit", 32, 20)
     with pytest.raises(PipelineError, match="not a plain ViT"):
-        ViTClassifier("resnet18", 32)
+        ViTClassifier("resnet18", 32, 20)
     with pytest.raises(PipelineError, match="attribution or gradcam"):
         vit_cams(ViTClassifier(**TINY_VIT), torch.zeros(1, 3, 32, 32), [0], "lrp")
 
@@ -74,13 +74,13 @@ def test_imagenet_weights_offline_says_how_to_pass_a_file(monkeypatch):
         raise OSError("no network")
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(PipelineError, match="--vit_pretrained /path/to/file"):
-        ViTClassifier("vit_tiny_patch16_224", 32, pretrained="imagenet")
+        ViTClassifier("vit_tiny_patch16_224", 32, 20, pretrained="imagenet")
 
 
 def test_local_weights_file_with_position_embedding_resize(tmp_path):
-    src = ViTClassifier("vit_tiny_patch16_224", 32, patch_size=8, depth=1)
+    src = ViTClassifier("vit_tiny_patch16_224", 32, 20, patch_size=8, depth=1)
     torch.save(src.vit.state_dict(), tmp_path / "w.pth")
-    dst = ViTClassifier("vit_tiny_patch16_224", 48, pretrained=str(tmp_path / "w.pth"),
+    dst = ViTClassifier("vit_tiny_patch16_224", 48, 20, pretrained=str(tmp_path / "w.pth"),
                         patch_size=8, depth=1)
     torch.testing.assert_close(dst.vit.blocks[0].attn.qkv.weight, src.vit.blocks[0].attn.qkv.weight)
     assert dst.vit.pos_embed.shape[1] == 1 + 6 * 6
@@ -103,10 +103,10 @@ def test_steps_4_to_6(toy_root, tmp_path, method, capsys):
         for m in (c["cam"], c["high_res"]):
             flat = m.reshape(len(m), -1)
             assert flat.min() >= 0 and np.allclose(flat.max(1), 1, atol=1e-2)  # min-max (+1e-5)
-    with open(tmp_path / "result" / "eval" / "eval_vit_cam.json") as f:
+    with open(tmp_path / "result" / "eval" / "vit_cam.json") as f:
         r = json.load(f)
     d = r["disagreement_vs_resnet"]
-    assert r["threshold"] == 0.05 and len(r["precision"]) == 21
+    assert r["fixed"]["threshold"] == 0.05 and len(r["per_class"]["precision"]) == 21
     assert abs(d["resnet_only"] + d["vit_only"] + d["both"] + d["neither"] - 1) < 1e-9
     capsys.readouterr()
     run_sample.main(args + ["--steps", "make_vit_cam"])

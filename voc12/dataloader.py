@@ -1,6 +1,7 @@
-"""Reader of a real (or toy) PASCAL VOC 2012 root: split lists, image-level labels from
-the XML annotations (cached under result/), images, masks, and the torch datasets the
-steps train and infer on."""
+"""Reader of a VOC-layout root (PASCAL VOC 2012, the toy VOC, or a user's own data with
+a classes.txt): class list, split lists, image-level labels from the XML annotations
+(cached under result/), images, masks, and the torch datasets the steps train and
+infer on."""
 import os
 import xml.etree.ElementTree as ET
 
@@ -11,14 +12,18 @@ from tqdm import tqdm
 from misc import imutils
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
-from voc12.classes import CAT_LIST, IGNORE, N_CLASSES
+from misc.metrics import IGNORE
+from voc12.classes import VOC_CLASSES
 
 SPLITS = ("train", "val", "test", "trainval", "train_aug")
-_CAT_INDEX = {c: i for i, c in enumerate(CAT_LIST)}
+CLASSES_FILE = "classes.txt"
 
 
 class VOC:
-    """A VOC2012 root: `VOC(root, cache_dir)`; every missing piece raises PipelineError."""
+    """A VOC-layout root: `VOC(root, cache_dir)`. Its classes are VOC's 20, or those of
+    `<root>/classes.txt` (one name per line, label id = line number). class_names (the
+    foreground classes), n_classes, label_names (background first) and palette come
+    from here, never from a global. Every missing piece raises PipelineError."""
 
     def __init__(self, root, cache_dir=None):
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -31,7 +36,26 @@ class VOC:
                 raise PipelineError(f"{os.path.join(self.root, sub)}: folder missing; --voc12_root "
                                     f"must be the VOC2012 folder holding JPEGImages/, Annotations/ "
                                     f"and ImageSets/Segmentation/")
+        self.class_names = self._read_classes()
+        self.n_classes = len(self.class_names)
+        self.label_names = ("background",) + self.class_names
+        self.palette = imutils.voc_palette()
+        self._class_index = {c: i for i, c in enumerate(self.class_names)}
         self._labels = None
+
+    def _read_classes(self):
+        """VOC's classes, or the root's classes.txt (checked: unique names, at most 254)."""
+        path = os.path.join(self.root, CLASSES_FILE)
+        if not os.path.exists(path):
+            return VOC_CLASSES
+        with open(path) as f:
+            names = tuple(line.strip() for line in f if line.strip())
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if not names or dup or "background" in names or len(names) > 254:
+            raise PipelineError(f"{path}: expected one foreground class name per line (unique, "
+                                f"1 to 254 names, no 'background': label 0 is implicit); "
+                                f"found {len(names)} names{', repeated: ' + str(dup) if dup else ''}")
+        return names
 
     # ---- paths
     def image_path(self, img_id):
@@ -86,12 +110,6 @@ class VOC:
             self._save_cache()
         return {i: self._labels[i] for i in ids}
 
-    def label_vector(self, img_id):
-        """20-d multi-hot float32 vector of an image's classes."""
-        v = np.zeros(N_CLASSES, np.float32)
-        v[self.labels([img_id])[img_id]] = 1
-        return v
-
     def _parse_xml(self, img_id):
         path = os.path.join(self.root, "Annotations", f"{img_id}.xml")
         if not os.path.isfile(path):
@@ -102,10 +120,13 @@ class VOC:
         except (ET.ParseError, AttributeError) as e:
             raise PipelineError(f"{path}: cannot parse annotation XML ({e}); restore the file "
                                 f"from the VOC archive") from e
-        unknown = sorted(set(names) - set(_CAT_INDEX))
+        unknown = sorted(set(names) - set(self._class_index))
         if unknown:
-            raise PipelineError(f"{path}: unknown class names {unknown}; expected VOC class names")
-        return np.array(sorted({_CAT_INDEX[n] for n in names}), np.int64)
+            where = f"{self.root}/{CLASSES_FILE}" if self.class_names != VOC_CLASSES else \
+                "the VOC class names"
+            raise PipelineError(f"{path}: unknown class names {unknown}; expected one of "
+                                f"{where} (add them there, or fix the XML)")
+        return np.array(sorted({self._class_index[n] for n in names}), np.int64)
 
     def _cache_file(self):
         return os.path.join(self.cache_dir, "cls_labels.npz") if self.cache_dir else None
@@ -116,8 +137,8 @@ class VOC:
             return {}
         try:
             with np.load(path, allow_pickle=False) as z:
-                if str(z["root"]) != self.root:
-                    return {}  # a cache of another VOC root
+                if str(z["root"]) != self.root or tuple(z["classes"].tolist()) != self.class_names:
+                    return {}  # a cache of another root or class list
                 return {i: z["labels"][n].nonzero()[0] for n, i in enumerate(z["ids"].tolist())}
         except (OSError, ValueError, KeyError):
             return {}  # a damaged cache is rebuilt, never trusted
@@ -127,11 +148,12 @@ class VOC:
         if not path:
             return
         ids = sorted(self._labels)
-        hot = np.zeros((len(ids), N_CLASSES), np.uint8)
+        hot = np.zeros((len(ids), self.n_classes), np.uint8)
         for n, i in enumerate(ids):
             hot[n, self._labels[i]] = 1
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, root=np.array(self.root), ids=np.array(ids), labels=hot)
+            np.savez(f, root=np.array(self.root), classes=np.array(self.class_names),
+                     ids=np.array(ids), labels=hot)
 
     # ---- pixels
     def image(self, img_id):
@@ -149,15 +171,17 @@ class VOC:
         if m.shape != size:
             raise PipelineError(f"{path}: mask size {m.shape[1]}x{m.shape[0]} differs from its "
                                 f"image {size[1]}x{size[0]}; restore the mask or the image")
-        bad = np.setdiff1d(np.unique(m), np.r_[np.arange(N_CLASSES + 1), IGNORE])
+        bad = np.setdiff1d(np.unique(m), np.r_[np.arange(self.n_classes + 1), IGNORE])
         if bad.size:
-            raise PipelineError(f"{path}: label ids {bad.tolist()} outside 0-{N_CLASSES} and "
-                                f"{IGNORE}; is it an RGB-coloured mask? masks hold class ids")
+            raise PipelineError(f"{path}: label ids {bad.tolist()} outside 0-{self.n_classes} and "
+                                f"{IGNORE} ({self.n_classes} classes); is it an RGB-coloured "
+                                f"mask? masks hold class ids")
         return m
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    """Augmented (image, 20-d label) pairs for classifier training. Indexed by
+    """Augmented (image, multi-hot label over the dataset's classes) pairs for classifier
+    training. Indexed by
     (epoch, index) so augmentation is a pure function of (seed, epoch, index): the same
     whatever the number of workers, ranks or resumes."""
 
@@ -177,7 +201,7 @@ class TrainDataset(torch.utils.data.Dataset):
         if rng.random() < 0.5:
             img = img[:, ::-1]
         img = imutils.random_crop(imutils.normalize(img), self.crop_size, rng)
-        label = np.zeros(N_CLASSES, np.float32)
+        label = np.zeros(self.voc.n_classes, np.float32)
         label[self.labels[img_id]] = 1
         return {"img": torch.from_numpy(imutils.hwc_to_chw(img)), "label": torch.from_numpy(label)}
 

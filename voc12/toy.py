@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from misc.fileio import atomic_path
 from misc.imutils import save_jpeg, save_label_png
-from voc12.classes import CAT_LIST, IGNORE
+from misc.metrics import IGNORE
+from voc12.classes import VOC_CLASSES
+from voc12.dataloader import CLASSES_FILE
 
 GROUP_SHAPES = ("ellipse", "rectangle", "triangle", "blob")
 GROUP_COLOURS = ((150, 80, 30), (105, 45, 170), (245, 155, 185), (0, 120, 120))
@@ -30,9 +32,9 @@ PART_POSITIONS = ("head", "tail", "centre")
 # Class i: body of group i % 4, part colour i // 4. The pattern (and position) shift with
 # the group, so neither the part colour nor the pattern alone names the class, but the
 # (colour, pattern) pair is unique over all 20 classes.
-CLASS_GROUP = {c: i % 4 for i, c in enumerate(CAT_LIST)}
+CLASS_GROUP = {c: i % 4 for i, c in enumerate(VOC_CLASSES)}
 CLASS_PART = {c: (i // 4, PART_PATTERNS[(i // 4 + i % 4) % 4], PART_POSITIONS[(i // 4 + i % 4) % 3])
-              for i, c in enumerate(CAT_LIST)}
+              for i, c in enumerate(VOC_CLASSES)}
 CONTEXTS = ("sky", "water", "grass", "rails")
 CONTEXT = {"aeroplane": "sky", "bird": "sky", "boat": "water", "cow": "grass",
            "horse": "grass", "sheep": "grass", "train": "rails"}
@@ -60,8 +62,8 @@ def _band(inst):
 
 def _sample_object(rng, cls, h, w, size):
     """One object: body and part masks (HxW bool) plus its colours and pattern."""
-    g = CLASS_GROUP[CAT_LIST[cls]]
-    colour, pattern, position = CLASS_PART[CAT_LIST[cls]]
+    g = CLASS_GROUP[VOC_CLASSES[cls]]
+    colour, pattern, position = CLASS_PART[VOC_CLASSES[cls]]
     long_side = rng.uniform(.25, .6) * size
     ar = np.exp(rng.uniform(np.log(.5), np.log(2)))
     bw, bh = (long_side, long_side / ar) if ar >= 1 else (long_side * ar, long_side)
@@ -86,13 +88,14 @@ def _sample_object(rng, cls, h, w, size):
                 part_rgb=np.array(PART_COLOURS[colour]))
 
 
-def _place_objects(rng, h, w, size, min_area):
-    """1-3 objects in paint order, each keeping >= min_area labelled pixels after occlusion."""
+def _place_objects(rng, h, w, size, min_area, n_classes):
+    """1-3 objects of the first n_classes classes in paint order, each keeping >= min_area
+    labelled pixels after occlusion."""
     objs, inst = [], np.zeros((h, w), np.uint8)
     for _ in range(rng.choice([1, 2, 3], p=[.45, .35, .2])):
         used = sorted({o["cls"] for o in objs})
-        pool = [c for c in range(len(CAT_LIST)) if c not in used]
-        cls = int(rng.choice(pool if rng.random() < .8 else len(CAT_LIST)))
+        pool = [c for c in range(n_classes) if c not in used] or list(range(n_classes))
+        cls = int(rng.choice(pool if rng.random() < .8 else n_classes))
         for _ in range(8 if objs else 1000):  # the first object always fits in a few tries
             o = _sample_object(rng, cls, h, w, size)
             trial = inst.copy()
@@ -130,13 +133,13 @@ def _context_regions(rng, objs, h, w, size):
     """(name, HxW bool) context regions: around context-class objects, rarely a stray patch."""
     regions = []
     for o in objs:
-        name = CONTEXT.get(CAT_LIST[o["cls"]])
+        name = CONTEXT.get(VOC_CLASSES[o["cls"]])
         if name is not None and rng.random() < P_CONTEXT:
             f = rng.uniform(1.5, 2.5)
             (cx, cy), (bw, bh) = o["centre"], o["box"]
             hw, hh = (w if name in ("water", "rails") else f * bw / 2), f * bh / 2
             regions.append((name, cx - hw, cy - hh, cx + hw, cy + hh))
-    present = {CONTEXT.get(CAT_LIST[o["cls"]]) for o in objs}
+    present = {CONTEXT.get(VOC_CLASSES[o["cls"]]) for o in objs}
     if rng.random() < P_STRAY_CONTEXT:
         name = str(rng.choice([c for c in CONTEXTS if c not in present]))
         rw, rh = rng.uniform(.3, .7) * w, rng.uniform(.3, .7) * h
@@ -165,14 +168,15 @@ def _paint_part(img, o, size):
     img[ys, xs] = np.where(dark[:, None], _BLACK, o["part_rgb"])
 
 
-def render_image(seed, index, size=160):
-    """Draw image `index` of the set for `seed`: a dict with img (HxWx3 uint8), label (HxW
+def render_image(seed, index, size=160, n_classes=len(VOC_CLASSES)):
+    """Draw image `index` of the set for `seed`, with objects of the first n_classes VOC
+    classes: a dict with img (HxWx3 uint8), label (HxW
     uint8 class ids, 255 on object borders), objects [(class index, (xmin, ymin, xmax, ymax)
     1-based)] and context (HxW uint8: 1 + CONTEXTS index where context shows, else 0)."""
     rng = np.random.default_rng([seed, index])
     short = int(round(rng.uniform(.65, 1.) * size))
     h, w = (size, short) if rng.random() < .5 else (short, size)
-    objs, inst = _place_objects(rng, h, w, size, max(10, round(60 * (size / 160) ** 2)))
+    objs, inst = _place_objects(rng, h, w, size, max(10, round(60 * (size / 160) ** 2)), n_classes)
     # background: smooth gradient between two greyish colours + noise + grey clutter shapes
     y, x = np.mgrid[:h, :w].astype(np.float32)
     a = rng.uniform(0, 2 * np.pi)
@@ -212,7 +216,7 @@ def _write_xml(path, img_id, h, w, objects):
     ET.SubElement(ann, "segmented").text = "1"
     for cls, box in objects:
         obj = ET.SubElement(ann, "object")
-        for tag, val in (("name", CAT_LIST[cls]), ("pose", "Unspecified"), ("truncated", "0"),
+        for tag, val in (("name", VOC_CLASSES[cls]), ("pose", "Unspecified"), ("truncated", "0"),
                          ("difficult", "0")):
             ET.SubElement(obj, tag).text = val
         bb = ET.SubElement(obj, "bndbox")
@@ -228,8 +232,11 @@ def _write_list(path, ids):
         f.write("".join(i + "\n" for i in ids))
 
 
-def generate(out, seed=0, n_train=100, n_aug=300, n_val=100, n_test=100, size=160, quiet=False):
+def generate(out, seed=0, n_train=100, n_aug=300, n_val=100, n_test=100, size=160, quiet=False,
+             n_classes=len(VOC_CLASSES)):
     """Write a toy VOC2012 root under `out` and return its path (`out/VOC2012`).
+    With n_classes < 20, only the first n_classes VOC classes appear and the root gets a
+    classes.txt naming them: a dataset with its own class list.
 
     Ids are toy_000001... in the order train, aug, val, test. Train and val get palette
     masks in SegmentationClass; train, aug and val get single-channel masks in
@@ -242,7 +249,7 @@ def generate(out, seed=0, n_train=100, n_aug=300, n_val=100, n_test=100, size=16
     for i, split in enumerate(tqdm(splits, desc="toy VOC", disable=quiet)):
         img_id = f"toy_{i + 1:06d}"
         ids[split].append(img_id)
-        r = render_image(seed, i, size)
+        r = render_image(seed, i, size, n_classes)
         save_jpeg(os.path.join(root, "JPEGImages", img_id + ".jpg"), r["img"])
         _write_xml(os.path.join(root, "Annotations", img_id + ".xml"), img_id, *r["label"].shape,
                    r["objects"])
@@ -251,6 +258,8 @@ def generate(out, seed=0, n_train=100, n_aug=300, n_val=100, n_test=100, size=16
         if split != "test":
             save_label_png(os.path.join(root, "SegmentationClassAug", img_id + ".png"), r["label"],
                            palette=False)
+    if n_classes != len(VOC_CLASSES):
+        _write_list(os.path.join(root, CLASSES_FILE), VOC_CLASSES[:n_classes])
     lists = dict(train=ids["train"], val=ids["val"], test=ids["test"], trainval=ids["train"] + ids["val"])
     for name, lst in lists.items():
         _write_list(os.path.join(root, "ImageSets", "Segmentation", name + ".txt"), lst)
@@ -269,8 +278,13 @@ def main(argv=None):
     p.add_argument("--n_val", type=int, default=100)
     p.add_argument("--n_test", type=int, default=100)
     p.add_argument("--size", type=int, default=160, help="long side of every image")
+    p.add_argument("--n_classes", type=int, default=len(VOC_CLASSES),
+                   help="use the first N VOC classes (N < 20 writes classes.txt)")
     a = p.parse_args(argv)
-    generate(a.out, a.seed, a.n_train, a.n_aug, a.n_val, a.n_test, a.size)
+    if not 1 <= a.n_classes <= len(VOC_CLASSES):
+        p.error(f"--n_classes must be 1..{len(VOC_CLASSES)}")
+    generate(a.out, a.seed, a.n_train, a.n_aug, a.n_val, a.n_test, a.size,
+             n_classes=a.n_classes)
 
 
 if __name__ == "__main__":

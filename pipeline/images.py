@@ -11,7 +11,7 @@ from misc.cam_io import cam_path, save_cam
 from misc.fileio import remove_stale_tmp
 from misc.imutils import save_label_png
 from misc.torchutils import barrier, dist_env, shard
-from voc12.dataloader import VOC
+from pipeline import dataset
 
 
 def _numpy(x):
@@ -24,23 +24,23 @@ def out_path(folder, img_id, ext):
 
 def process_images(args, folders, make_dataset, cam_fn, ids=None, ext=".npz"):
     """Write result/<folder>/<id><ext> for every folder and every id of args.infer_list
-    (or `ids`). make_dataset(voc, ids) gives items with "id" (and "keys" for .npz);
+    (or `ids`). make_dataset(ds, ids) gives items with "id" (and "keys" for .npz);
     cam_fn(item) returns, for one folder, (cam, high_res) maps (.npz, torch or numpy) or
     an HxW label map (.png), or {folder: that} for several. An image is skipped when all
     its files exist. Heavy per-image work can run in make_dataset's __getitem__: it is
     spread over --num_workers processes. Returns a summary."""
     one = isinstance(folders, str)
     folders = [folders] if one else list(folders)
-    voc = VOC(args.voc12_root, args.result_dir)
+    ds = dataset(args)
     if ids is None:
-        ids = voc.ids(args.infer_list)
-        voc.check_images(ids)
+        ids = ds.ids(args.infer_list)
+        ds.check_images(ids)
     outs = [os.path.join(args.result_dir, f) for f in folders]
     for out in outs:
         remove_stale_tmp(out)  # partial files of a killed run
     mine = shard(ids)
     todo = [i for i in mine if not all(os.path.exists(out_path(o, i, ext)) for o in outs)]
-    data = make_dataset(voc, todo)
+    data = make_dataset(ds, todo)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.num_workers)
     for item in tqdm(loader, total=len(data), desc="+".join(folders), disable=dist_env()[0] != 0):
         maps = cam_fn(item)

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from misc.torchutils import dist_env
 from misc.trainer import FitConfig, fit, iters_for
-from voc12.dataloader import VOC, TrainDataset
+from pipeline import dataset
+from voc12.dataloader import TrainDataset
 
 
 def multilabel_loss(logits, labels):
@@ -15,21 +16,22 @@ def multilabel_loss(logits, labels):
 
 def train_classifier(args, make_model, name, meta, *, lr, weight_decay, momentum, epochs, iters,
                      batch_size, crop_size, resize_long, schedule, grad_clip=0.0):
-    """Train make_model() (with .param_groups() -> (backbone, head)) on args.train_list;
-    the model is built after the data checks, so bad data fails before any download.
-    schedule(optimizer, max_iters) -> LR scheduler. Returns the step's summary line."""
-    voc = VOC(args.voc12_root, args.result_dir)
-    ids = voc.ids(args.train_list)
-    voc.check_images(ids)
-    data = TrainDataset(voc, ids, crop_size, resize_long, args.seed)
+    """Train make_model(n_classes) (with .param_groups() -> (backbone, head)) on
+    args.train_list; the model is built after the data checks, so bad data fails before
+    any download. meta(n_classes) identifies the weights; schedule(optimizer, max_iters)
+    -> LR scheduler. Returns the step's summary line."""
+    ds = dataset(args)
+    ids = ds.ids(args.train_list)
+    ds.check_images(ids)
+    data = TrainDataset(ds, ids, crop_size, resize_long, args.seed)
     iters = iters or iters_for(len(data), epochs, batch_size, dist_env()[1])
-    model = make_model()
+    model = make_model(ds.n_classes)
     backbone, head = model.param_groups()
     opt = torch.optim.SGD([{"params": backbone, "lr": lr, "weight_decay": weight_decay},
                            {"params": head, "lr": 10 * lr, "weight_decay": weight_decay}],
                           lr=lr, momentum=momentum)
     cfg = FitConfig.from_args(args, name=name, max_iters=iters, batch_size=batch_size,
-                              grad_clip=grad_clip, meta=meta)
+                              grad_clip=grad_clip, meta=meta(ds.n_classes))
     s = fit(model, opt, schedule(opt, iters), data,
             lambda net, b: multilabel_loss(net(b["img"]), b["label"]), cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, final loss {s['final_loss']:.4f}, "
