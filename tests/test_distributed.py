@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -36,9 +38,7 @@ def test_two_ranks_agree_and_match_single_process(toy_root, tmp_path):
 
 
 def test_two_process_make_cam_writes_the_single_process_files(toy_root, tmp_path):
-    base = ["--voc12_root", toy_root, "--preset", "toy", "--device", "cpu", "--num_workers", "0",
-            "--cam_iters", "1", "--cam_batch_size", "2", "--cam_crop_size", "64",
-            "--cam_resize_long", "48,80", "--cam_scales", "1.0,0.5"]
+    base = ["--voc12_root", toy_root, *TINY, "--cam_batch_size", "2", "--cam_scales", "1.0,0.5"]
     sh([sys.executable, "run_sample.py", "--work_dir", str(tmp_path / "one"), *base,
         "--steps", "train_cam,make_cam"])
     two = tmp_path / "two"

@@ -108,3 +108,18 @@ def test_imports_flow_one_way():
                 assert not (pkg == "step" and top == "step"), f"step/{f} imports {mod}"
                 # networks and data are siblings: neither imports the other
                 assert {pkg, top} != {"net", "voc12"}, f"{pkg}/{f} imports {mod}"
+
+
+def _cell(text):
+    """A README cell: paths, flags and file patterns in backticks."""
+    return ", ".join(f"`{t}`" if any(c in t for c in "/<-") else t for t in text.split(", "))
+
+
+def test_readme_step_table_is_current():
+    """README's step table is the registry's: regenerate it from the block this prints."""
+    rows = [f"| {n} | `{name}` | {_cell(reads)} | {_cell(writes)} |"
+            for n, name, reads, writes in registry.step_table()]
+    block = "\n".join(["| # | step | reads | writes |", "|---|---|---|---|", *rows])
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    current = readme.split("<!-- step table -->\n")[1].split("\n<!-- /step table -->")[0]
+    assert current == block, "README's step table is stale; replace it with:\n" + block
