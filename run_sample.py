@@ -14,6 +14,7 @@ import time
 
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
+from net.vit_cam import METHODS as VIT_CAM_METHODS
 from pipeline.config import PRESETS, apply_preset
 from pipeline.registry import STEP_NAMES, step_table
 
@@ -98,7 +99,8 @@ def build_parser():
     g.add_argument("--vit_depth", type=int, default=None, help="override (toy models)")
     g.add_argument("--vit_pretrained", default=None, help="imagenet | none | PATH to weights")
     g.add_argument("--vit_grad_clip", type=float, default=None, help="max grad norm; 0 = off")
-    g.add_argument("--vit_cam_method", choices=["attribution", "gradcam"], default=None)
+    g.add_argument("--vit_cam_method", choices=list(VIT_CAM_METHODS), default=None,
+                   help="lrp (the reference's) | grad_attn | gradcam")
     add_training_flags(g, "vit", classifier=True)
     g = p.add_argument_group("ORANDNet (steps 7-12)")
     g.add_argument("--orand_sources", default=None,

@@ -83,11 +83,12 @@ def normalize_max(maps):
 
 
 def normalize_minmax(maps):
-    """Each class map (torch, K x ...) min-max scaled to [0, 1]: the ViT CAM scaling."""
+    """Each class map (torch, K x ...) min-max scaled to [0, 1] without an epsilon, as the
+    reference scales ViT CAMs on the patch grid; a constant map (0/0 there) becomes 0."""
     flat = maps.flatten(1)
     lo = flat.amin(1).view(-1, *[1] * (maps.dim() - 1))
-    hi = flat.amax(1).view(-1, *[1] * (maps.dim() - 1))
-    return (maps - lo) / (hi - lo + 1e-5)
+    span = flat.amax(1).view(-1, *[1] * (maps.dim() - 1)) - lo
+    return (maps - lo) / span.clamp(min=1e-30)  # constant map: 0 / 1e-30 = 0
 
 
 def to_cam_sizes(maps, size):

@@ -73,22 +73,29 @@ def build_resnet(name, pretrained="none"):
     return model
 
 
-def load_backbone_file(model, path, flag="--pretrained", ignore=("fc.",)):
-    """Load a local state dict (torchvision/timm layout); keys starting with `ignore`
-    (the ImageNet classifier) are skipped, any other mismatch is refused."""
+def load_backbone_file(model, path, flag="--pretrained", ignore=("fc.",), adapt=None):
+    """Load a local state dict (torchvision/timm layout; .pth or .safetensors); keys
+    starting with `ignore` (the ImageNet classifier) are skipped, any other mismatch is
+    refused. adapt(state, model) may rewrite the state first (e.g. resize embeddings)."""
     if not os.path.isfile(path):
         raise PipelineError(f"{flag} {path}: file not found; pass imagenet, none or a "
                             f"weights file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file  # installed with timm
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise PipelineError(f"{flag} {path}: cannot load ({e}); expected a state dict "
-                            f"saved with torch.save") from e
+                            f"saved with torch.save or safetensors") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     skip = lambda k: bool(ignore) and k.startswith(ignore)  # noqa: E731
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if adapt is not None:
+        state = adapt(state, model)
     state = {k: v for k, v in state.items() if not skip(k)}
     own = {k: v for k, v in model.state_dict().items() if not skip(k)}
     missing = sorted(set(own) - set(state))

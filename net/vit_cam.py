@@ -1,12 +1,14 @@
-"""The ViT classifier (any timm ViT/DeiT) and its CAMs: transformer attribution
-(gradient-weighted attention rollout, Chefer et al. 2021) or Grad-CAM on the patch
-tokens entering the last block. Hooks on timm's attention modules; no forked ViT."""
+"""The ViT classifier (any timm ViT/DeiT) and its CAMs: LRP transformer attribution
+(Chefer, Gur & Wolf 2021, the reference's method), the gradient-weighted attention
+rollout, or Grad-CAM on the patch tokens entering the last block. A functional replay of
+timm's forward over its own modules; no forked ViT."""
 import torch
 import torch.nn as nn
 from timm.layers import Attention
 
 from misc.errors import PipelineError
 from misc.weights import load_weights
+from net.backbones import load_backbone_file
 
 
 def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, depth=None):
@@ -17,19 +19,22 @@ def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, dep
         raise PipelineError(f"--vit_backbone '{name}' is not a timm model")
     kw = dict(num_classes=n_classes, img_size=img_size)
     kw.update({k: v for k, v in (("patch_size", patch_size), ("depth", depth)) if v})
-    if pretrained not in ("none", "imagenet"):
-        kw["pretrained_cfg_overlay"] = {"file": pretrained}
     try:
-        model = timm.create_model(name, pretrained=pretrained != "none", **kw)
+        model = timm.create_model(name, pretrained=pretrained == "imagenet", **kw)
     except TypeError as e:  # a non-ViT builder rejects img_size / patch_size / depth
         raise PipelineError(f"--vit_backbone '{name}' is not a plain ViT/DeiT ({e})") from e
     except Exception as e:  # hub failures: OSError, HTTP errors, LocalEntryNotFoundError...
-        if pretrained == "none":
+        if pretrained != "imagenet":
             raise
         raise PipelineError(
-            f"could not load {pretrained} weights for '{name}' ({type(e).__name__}: {str(e)[:200]}). "
+            f"could not load ImageNet weights for '{name}' ({type(e).__name__}: {str(e)[:200]}). "
             f"Download the timm/Hugging Face weights of '{name}' on a machine with internet and "
             f"pass --vit_pretrained /path/to/file (.pth or .safetensors)") from e
+    if pretrained not in ("none", "imagenet"):
+        # our own loading, not timm's file overlay (whose handling differs between timm
+        # versions): position embeddings resized to img_size by timm's filter
+        from timm.models.vision_transformer import checkpoint_filter_fn
+        load_backbone_file(model, pretrained, "--vit_pretrained", ("head.",), checkpoint_filter_fn)
     blocks = getattr(model, "blocks", None)
     if blocks is None or not all(isinstance(getattr(b, "attn", None), Attention) for b in blocks):
         raise PipelineError(f"--vit_backbone '{name}' is not a plain ViT/DeiT (timm Attention blocks)")
@@ -60,56 +65,154 @@ class ViTClassifier(nn.Module):
         return tuple(self.vit.patch_embed.grid_size)
 
 
-def vit_cams(model, x, keys, method="attribution"):
-    """Maps (K, rows, cols) of the classes `keys` for one image x (1,3,S,S), all classes in
-    one batched forward + backward: the image is repeated K times and sample k
-    backpropagates the logit of class keys[k]."""
+METHODS = ("lrp", "grad_attn", "gradcam")
+
+
+def _check_plain_blocks(vit):
+    """The functional forward below replays timm's block maths; refuse blocks with extras
+    (layer scale, post-attention norm, q/k norm, gates) it would silently skip."""
+    plain = (nn.Identity, nn.Dropout)
+    for b in vit.blocks:
+        extras = [getattr(b, n, None) for n in ("ls1", "ls2", "drop_path1", "drop_path2")]
+        extras += [getattr(b.attn, n, None) for n in ("q_norm", "k_norm", "norm")]
+        if any(e is not None and not isinstance(e, plain) for e in extras) or \
+                getattr(b.attn, "gate", None) is not None:
+            raise PipelineError("ViT CAMs need plain ViT/DeiT blocks (no layer scale, q/k norm "
+                                "or gates)")
+    if not isinstance(getattr(vit, "fc_norm", nn.Identity()), nn.Identity):
+        raise PipelineError("ViT CAMs read the class token after the final norm: pick a "
+                            "ViT/DeiT without fc_norm")
+
+
+def _tape(vit, x):
+    """timm's ViT forward written out block by block, keeping what the CAMs need: per
+    block its input, the attention's q, k, v, map and output, the residual sums and the
+    MLP's activations. The attention maps stay in the graph (their gradients are read)."""
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+    blocks = []
+    for b in vit.blocks:
+        a = b.attn
+        t = {"x": x, "h1": b.norm1(x)}
+        bsz, n, c = x.shape
+        q, k, v = a.qkv(t["h1"]).reshape(bsz, n, 3, a.num_heads, c // a.num_heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * a.scale).softmax(-1)
+        o = (attn @ v).transpose(1, 2).reshape(bsz, n, c)
+        t.update(q=q, k=k, v=v, attn=attn, o=o, y=a.proj(o))
+        t["x1"] = x + t["y"]
+        t["h2"] = b.norm2(t["x1"])
+        t["g"] = b.mlp.act(b.mlp.fc1(t["h2"]))
+        t["f2"] = b.mlp.fc2(t["g"])
+        x = t["x1"] + t["f2"]
+        blocks.append(t)
+    feat = vit.norm(x)
+    return vit.forward_head(feat), feat, blocks
+
+
+def _safe_divide(a, b):
+    """a / b where b != 0, else 0, with the reference's stabiliser (+1e-9)."""
+    den = b.clamp(min=1e-9) + b.clamp(max=1e-9)
+    den = den + den.eq(0).to(den.dtype) * 1e-9
+    return a / den * b.ne(0).to(b.dtype)
+
+
+def _lrp_linear(r, x, w):
+    """The z+ rule (alpha 1, beta 0) of a linear layer without its bias: relevance r of the
+    outputs goes to the inputs x in proportion to x+ w+ and x- w-."""
+    pw, nw, px, nx = w.clamp(min=0), w.clamp(max=0), x.clamp(min=0), x.clamp(max=0)
+    s = _safe_divide(r, px @ pw.T + nx @ nw.T)
+    return px * (s @ pw) + nx * (s @ nw)
+
+
+def _lrp_add(r, a, b):
+    """Relevance of a + b split by each term's share, then rescaled so that both parts
+    keep their share of the total |relevance| (the reference's Add rule)."""
+    s = _safe_divide(r, a + b)
+    ra, rb = a * s, b * s
+    sa, sb = ra.sum(), rb.sum()
+    total = r.sum()
+    ra = ra * _safe_divide(_safe_divide(sa.abs(), sa.abs() + sb.abs()) * total, ra.sum())
+    rb = rb * _safe_divide(_safe_divide(sb.abs(), sa.abs() + sb.abs()) * total, rb.sum())
+    return ra, rb
+
+
+def _lrp_matmul(r, a, b):
+    """Relevance of the product a @ b split between its two factors (half each)."""
+    s = _safe_divide(r, a @ b)
+    return a * (s @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ s) / 2
+
+
+def _attention_relevance(vit, feat, blocks, cls):
+    """Relevance of each block's attention map for class `cls`, propagated from the logit
+    by LRP (Chefer, Gur & Wolf 2021, as in ORANDNet's reference): z+ rule through linear
+    layers, identity through LayerNorm, GELU and softmax, the Add rule at residuals,
+    half-and-half through the two attention products."""
+    head = vit.get_classifier()
+    r = torch.zeros(1, head.out_features, device=feat.device, dtype=feat.dtype)
+    r[0, cls] = 1.0
+    x0 = feat[:, 0]
+    r = _lrp_linear(r, x0, head.weight.float())
+    rt = torch.zeros_like(feat)
+    rt[:, 0] = x0 * _safe_divide(r, x0)  # the class-token pooling (IndexSelect rule)
+    rel = [None] * len(blocks)
+    for i in reversed(range(len(blocks))):
+        t, b = blocks[i], vit.blocks[i]
+        r_res, r_mlp = _lrp_add(rt, t["x1"], t["f2"])
+        r_mlp = _lrp_linear(_lrp_linear(r_mlp, t["g"], b.mlp.fc2.weight), t["h2"], b.mlp.fc1.weight)
+        rt = t["x1"] * (_safe_divide(r_res, t["x1"]) + _safe_divide(r_mlp, t["x1"]))
+        r_res, r_att = _lrp_add(rt, t["x"], t["y"])
+        bsz, n, c = t["x"].shape
+        r_att = _lrp_linear(r_att, t["o"], b.attn.proj.weight)
+        r_att = r_att.reshape(bsz, n, b.attn.num_heads, -1).transpose(1, 2)
+        rel[i], r_v = _lrp_matmul(r_att, t["attn"], t["v"])
+        if i == 0:
+            break  # the input's relevance is not needed
+        r_q, r_k = _lrp_matmul(rel[i], t["q"], t["k"].transpose(-2, -1))
+        r_qkv = torch.stack([r_q, r_k.transpose(-2, -1), r_v]).permute(1, 3, 0, 2, 4)
+        r_h1 = _lrp_linear(r_qkv.reshape(bsz, n, 3 * c), t["h1"], b.attn.qkv.weight)
+        rt = t["x"] * (_safe_divide(r_res, t["x"]) + _safe_divide(r_h1, t["x"]))
+    return rel
+
+
+def vit_cams(model, x, keys, method="lrp"):
+    """Maps (K, rows, cols) of the classes `keys` for one image x (1,3,S,S). One forward,
+    then per class one backward (memory does not grow with the class count):
+    - lrp: transformer attribution (Chefer et al. 2021): in each block the LRP relevance
+      of the attention map times its gradient, positive part, mean over heads, rolled out
+      R <- R + A R from the identity; the class token's row over the patches;
+    - grad_attn: the same rollout with the attention map itself in place of its relevance
+      (Chefer et al.'s later generic-attention variant);
+    - gradcam: Grad-CAM on the patch tokens entering the last block.
+    Runs in fp32 (autocast off), as the reference."""
+    if method not in METHODS:
+        raise PipelineError(f"--vit_cam_method {method}: expected one of {', '.join(METHODS)}")
     vit = model.vit
-    k = len(keys)
-    if k == 0:
-        return torch.zeros((0,) + model.grid(), device=x.device)
-    attn_mods = [b.attn for b in vit.blocks]
-    saved, hooks = [], []
-
-    def keep(_, __, out):  # the tensor and, once backward runs, its gradient
-        entry = {"a": out}
-        out.register_hook(lambda g: entry.__setitem__("g", g))
-        saved.append(entry)
-
-    fused = [m.fused_attn for m in attn_mods]
-    try:
-        if method == "attribution":
-            for m in attn_mods:
-                m.fused_attn = False  # materialise the attention map so it can be hooked
-                hooks.append(m.attn_drop.register_forward_hook(keep))
-        elif method == "gradcam":
-            hooks.append(vit.blocks[-1].norm1.register_forward_hook(keep))
-        else:
-            raise PipelineError(f"--vit_cam_method {method}: expected attribution or gradcam")
-        with torch.enable_grad():
-            logits = vit(x.expand(k, -1, -1, -1))
-            idx = torch.as_tensor(keys, device=x.device, dtype=torch.long)
-            vit.zero_grad(set_to_none=True)
-            logits.float().gather(1, idx[:, None]).sum().backward()
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, f in zip(attn_mods, fused):
-            m.fused_attn = f
-    p = vit.num_prefix_tokens
-    if method == "attribution":
-        n = saved[0]["a"].shape[-1]
-        rel = torch.eye(n, device=x.device).expand(k, n, n)
-        for e in saved:  # R <- R + mean_heads((grad * attn)^+) R
-            a_bar = (e["g"].float() * e["a"].float()).clamp(min=0).mean(1)
-            rel = rel + torch.bmm(a_bar, rel)
-        cam = rel[:, 0, p:]
-    else:
-        tok, grad = saved[0]["a"][:, p:].float(), saved[0]["g"][:, p:].float()
-        cam = torch.relu((tok * grad.mean(1, keepdim=True)).sum(-1))
     rows, cols = model.grid()
-    assert rows * cols == cam.shape[1], "patch grid and token count disagree"
-    return cam.detach().view(k, rows, cols)
+    if len(keys) == 0:
+        return torch.zeros((0, rows, cols), device=x.device)
+    _check_plain_blocks(vit)
+    p = vit.num_prefix_tokens
+    cams = []
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        logits, feat, blocks = _tape(vit, x.float())
+        wrt = [t["attn"] for t in blocks] if method != "gradcam" else [blocks[-1]["h1"]]
+        for j, cls in enumerate(keys):
+            grads = torch.autograd.grad(logits[0, int(cls)], wrt, retain_graph=j < len(keys) - 1)
+            with torch.no_grad():
+                if method == "gradcam":
+                    tok, g = blocks[-1]["h1"][0, p:], grads[0][0, p:]
+                    cams.append(torch.relu((tok * g.mean(0, keepdim=True)).sum(-1)))
+                    continue
+                maps = _attention_relevance(vit, feat, blocks, int(cls)) if method == "lrp" \
+                    else [t["attn"] for t in blocks]
+                n = feat.shape[1]
+                rel = torch.eye(n, device=x.device)
+                for m, g in zip(maps, grads):  # R <- R + mean_heads((grad * map)^+) R
+                    rel = rel + (g[0] * m[0]).clamp(min=0).mean(0) @ rel
+                cams.append(rel[0, p:])
+    cams = torch.stack(cams)
+    assert rows * cols == cams.shape[1], "patch grid and token count disagree"
+    return cams.detach().view(len(keys), rows, cols)
 
 
 def weights_meta(backbone, img_size, patch_size, depth, n_classes):

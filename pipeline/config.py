@@ -20,7 +20,7 @@ PAPER = dict(
     vit_backbone="deit_base_patch16_224", vit_img_size=512, vit_patch_size=None,
     vit_depth=None, vit_pretrained="imagenet", vit_epochs=10, vit_batch_size=4,
     vit_lr=0.01, vit_weight_decay=1e-5, vit_momentum=0.9, vit_grad_clip=1.0,
-    vit_resize_long=(320, 640), vit_cam_method="attribution", vit_eval_thres=0.05,
+    vit_resize_long=(320, 640), vit_cam_method="lrp", vit_eval_thres=0.05,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_net="fcn8s_vgg16", orand_pretrained="imagenet",
     orand_loss="bce", orand_iters=5000, orand_lr=1e-3, orand_momentum=0.9,
