@@ -1,5 +1,6 @@
 """Step make_seg: segmenter predictions for every split of --seg_splits (e.g. val,test):
-multi-scale + flip softmax average, optional dense CRF (--seg_crf), palette PNGs
+multi-scale + flip softmax average, optional dense CRF (--seg_crf, in --num_workers
+processes while the device predicts the next images), palette PNGs
 -> result/<seg_tag>/<split>/<id>.png."""
 import os
 
@@ -19,8 +20,8 @@ def run(args):
 
     def predict(item):
         probs = seg_probs(model, item["imgs"], tuple(item["size"]), args.device)
-        if args.seg_crf:
-            return crf_probs(item["raw"], probs.cpu().numpy())
+        if args.seg_crf:  # crf_probs's arguments: it runs in --num_workers processes
+            return item["raw"].numpy(), probs.cpu().numpy()
         return probs.argmax(0)
     out = []
     for split in args.seg_splits.split(","):
@@ -29,5 +30,5 @@ def run(args):
         out.append(f"{split}: " + process_images(
             args, os.path.join(args.seg_tag, split),
             lambda d, todo: MultiScaleDataset(d, todo, args.seg_infer_scales, raw=args.seg_crf),
-            predict, ids=ids, ext=".png"))
+            predict, ids=ids, ext=".png", post=crf_probs if args.seg_crf else None))
     return "; ".join(out)
