@@ -65,7 +65,7 @@ def count_flops(fn):
     return fc.get_total_flops()
 
 
-def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None):
+def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None, workers=0):
     """One optimiser step per call as in the shared loop (bf16 + channels_last on CUDA).
     Returns img/s on a fixed batch on the device (data loading excluded), FLOPs per image
     and, with `loader` (an iterator of CPU batches), img/s with loading included."""
@@ -81,17 +81,22 @@ def train_case(model, make_batch, loss_fn, batch, dev, iters, loader=None):
         return b
     fixed = to_dev(make_batch())
 
-    def step(b=None):
+    def step(b=None, amp=True):
         b = b or fixed
-        with autocast(dev):
+        with autocast(dev) if amp else contextlib.nullcontext():
             loss = loss_fn(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    flops = count_flops(step)  # also the warm-up
-    out = {"img_s": rate(step, dev, iters, batch, warmup=0), "gflop_per_img": flops / batch / 1e9}
+    flops = count_flops(step)  # also a warm-up step
+    out = {"img_s": rate(step, dev, iters, batch, warmup=2), "gflop_per_img": flops / batch / 1e9}
+    if dev.type == "cuda":  # the same step without autocast: what bf16 buys
+        out["img_s_fp32"] = rate(lambda: step(amp=False), dev, iters, batch, warmup=2)
     if loader is not None:
-        out["img_s_with_loading"] = rate(lambda: step(to_dev(next(loader))), dev, iters, batch)
+        # past the batches the workers prefetched, so that loading is really timed
+        w = max(workers, 1)
+        out["img_s_with_loading"] = rate(lambda: step(to_dev(next(loader))), dev,
+                                         max(iters, 3 * w), batch, warmup=2 * w)
     return out
 
 
@@ -127,7 +132,7 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
     r = train_case(make_model(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
                                            "label": (torch.rand(batch, N_CLASSES) < 0.1).float()},
                    lambda m, b: multilabel_loss(m(b["img"]), b["label"]), batch, dev,
-                   a.iters, loader)
+                   a.iters, loader, a.workers)
     return {**r, "model": f"{p[f'{prefix}_backbone']} crop {crop} batch {batch}"}
 
 
@@ -175,6 +180,47 @@ def c_make_vit_cam(size, dev, a):
     return {"img_s": rate(fn, dev, 2, 1), "model": f"{p['vit_backbone']}, {p['vit_cam_method']}, 2 classes"}
 
 
+def c_vit_cam_memory(size, dev, a):
+    """Peak memory of one image's ViT CAMs with 1, 3 and 6 classes (all classes of an image
+    go through one batched forward + backward, so memory grows with the class count)."""
+    from net.vit_cam import vit_cams
+    p = TOY if size == "toy" else PAPER
+    model = _vit(p).eval().to(dev)
+    x = torch.randn(1, 3, p["vit_img_size"], p["vit_img_size"], device=dev)
+    peaks = {}
+    for k in (1, 3, 6):
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        with autocast(dev):
+            vit_cams(model, x, list(range(k)), p["vit_cam_method"])
+        sync(dev)
+        peaks[k] = {"s": time.perf_counter() - t0, "gib": torch.cuda.max_memory_allocated() / 2**30
+                    if dev.type == "cuda" else
+                    (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 2**20}
+    return {"img_s": 1 / peaks[1]["s"], "by_classes": peaks,
+            "model": f"{p['vit_backbone']} at {p['vit_img_size']} px, {p['vit_cam_method']}"}
+
+
+def c_matmul_peak(size, dev, a):
+    """The card's achievable bf16 tensor-core rate: an 8192^3 bf16 product (CUDA only)."""
+    if dev.type != "cuda":
+        return {"img_s": 0.0, "tflops": None, "model": "no CUDA device"}
+    n = 8192
+    x, y = (torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        x @ y
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        x @ y
+    sync(dev)
+    tf = 2 * n ** 3 * 10 / (time.perf_counter() - t0) / 1e12
+    return {"img_s": 0.0, "tflops": tf, "model": f"{n}^3 bf16 matmul: {tf:.0f} TFLOP/s"}
+
+
 def c_train_orandnet(size, dev, a):
     from net.orandnet import build_orandnet, orand_loss
     p = TOY if size == "toy" else PAPER
@@ -206,7 +252,10 @@ def c_cam_to_ir_label(size, dev, a):
     img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     maps = rng.random((2, h, w), dtype=np.float32)
     fn = lambda: confident_labels(img, maps, [0, 5], p["conf_fg_thres"], p["conf_bg_thres"])  # noqa
-    return {"img_s": rate(fn, torch.device("cpu"), 2, 1), "model": "2 dense CRFs (numpy, CPU)"}
+    one = rate(fn, torch.device("cpu"), 2, 1)
+    # the step runs it in its --num_workers loader processes: one per CPU here
+    return {"img_s": one * a.workers, "per_process_img_s": one,
+            "model": f"2 dense CRFs (numpy, CPU) in {a.workers} processes ({one:.3g} img/s each)"}
 
 
 def _boundary_net(p):
@@ -274,13 +323,17 @@ def c_make_seg(size, dev, a):
     imgs = [torch.randn(3, round(h * s), round(w * s)) for s in p["seg_infer_scales"]]
     raw = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
 
-    def fn():
-        probs = seg_probs(model, imgs, (h, w), dev)
-        if p["seg_crf"]:
-            from misc.crf import crf_probs
-            crf_probs(raw, probs.cpu().numpy())
-    crf = " + CRF" if p["seg_crf"] else ""
-    return {**infer_case(fn, dev, 1), "model": f"{p['seg_backbone']}, {len(imgs)} scales x flip{crf}"}
+    with torch.no_grad():
+        net = rate(lambda: seg_probs(model, imgs, (h, w), dev), dev, 3, 1)
+        probs = seg_probs(model, imgs, (h, w), dev).cpu().numpy()
+    name = f"{p['seg_backbone']}, {len(imgs)} scales x flip"
+    if not p["seg_crf"]:
+        return {"img_s": net, "model": name}
+    from misc.crf import crf_probs
+    crf = rate(lambda: crf_probs(raw, probs), torch.device("cpu"), 1, 1)
+    # the step runs the CRF in --num_workers processes while the device goes on
+    return {"img_s": min(net, crf * a.workers), "net_img_s": net, "per_process_img_s": crf,
+            "model": f"{name} ({net:.3g} img/s) + CRF in {a.workers} processes ({crf:.3g} img/s each)"}
 
 
 def c_walk(method):
@@ -310,18 +363,23 @@ def c_loader(size, dev, a):
     h = {}
     for w in sorted({0, 2, os.cpu_count() or 1}):
         it = voc_loader(PAPER["cam_crop_size"], PAPER["cam_resize_long"], 8, w)
-        h[w] = rate(lambda: next(it), torch.device("cpu"), 6, 8)  # noqa: B023
+        # drain what the workers prefetched, then time 10 batches per worker
+        h[w] = rate(lambda: next(it), torch.device("cpu"), 10 * max(w, 1), 8,  # noqa: B023
+                    warmup=2 * max(w, 1))
     return {"img_s": max(h.values()), "by_workers": h,
             "model": "decode + resize + flip + crop, workers " +
                      ", ".join(f"{w}: {v:.0f} img/s" for w, v in h.items())}
 
 
-CASES = {"loader": c_loader, "train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
+CASES = {"matmul_peak": c_matmul_peak, "loader": c_loader, "train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
          "make_vit_cam": c_make_vit_cam, "train_orandnet": c_train_orandnet,
          "make_orandnet_cam": c_make_orandnet_cam, "cam_to_ir_label": c_cam_to_ir_label,
          "train_irn": c_train_irn, "make_sem_seg_labels": c_make_sem_seg_labels,
          "train_seg": c_train_seg, "make_seg": c_make_seg,
-         "walk_sparse": c_walk("sparse"), "walk_dense": c_walk("dense")}
+         "walk_sparse": c_walk("sparse"), "walk_dense": c_walk("dense"),
+         "vit_cam_memory": c_vit_cam_memory}
+VOC_ONLY = ("loader", "matmul_peak", "vit_cam_memory")  # about VOC-size inputs or the card
+OWN_SECTION = ("walk_", "loader", "matmul_peak", "vit_cam_memory")  # reported apart
 
 
 def run_case(name, size, a):
@@ -348,13 +406,18 @@ def machine(dev):
             f"({torch.get_num_threads()} threads), GPU {gpu}")
 
 
-def peak_tflops(dev, flag):
+def peak_tflops(dev, flag, results):
+    """The bf16 peak the trainers are compared with, and where it comes from: --peak_tflops,
+    else the 8192^3 matmul measured in this run, else the card's datasheet figure."""
     if flag:
-        return flag
+        return flag, "--peak_tflops"
     if dev.type != "cuda":
-        return None
+        return None, None
+    measured = results.get(("matmul_peak", "voc"), {}).get("tflops")
+    if measured:
+        return measured, "an 8192^3 bf16 matmul measured in this run"
     name = torch.cuda.get_device_name()
-    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None), "the datasheet"
 
 
 def estimate(results):
@@ -374,7 +437,7 @@ def estimate(results):
 
 
 def write_report(path, results, dev, a, seconds):
-    peak = peak_tflops(dev, a.peak_tflops)
+    peak, peak_from = peak_tflops(dev, a.peak_tflops, results)
     mode = "bf16 autocast + channels_last" if dev.type == "cuda" else "fp32"
     L = ["# Benchmarks", "", f"Written by `make bench` (`python bench/bench.py`) on "
          f"{time.strftime('%Y-%m-%d')}, in {seconds / 60:.1f} min.", "",
@@ -383,15 +446,22 @@ def write_report(path, results, dev, a, seconds):
          "models on 500x375 images (random weights and inputs: speed does not depend on them). "
          "On CPU the VOC-size trainers run smaller batches than the preset (marked in the "
          "model column). Every case runs in a fresh process: peak RSS is that case's alone.", "",
-         "| stage | size | model | img/s | peak RSS GiB | peak CUDA GiB | GFLOP/img | "
-         "achieved TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
+         f"The bf16 peak of the last column: {peak and f'{peak:.0f} TFLOP/s, from {peak_from}'}. "
+         "fp32 img/s: the same training step without autocast (CUDA only).", "",
+         "| stage | size | model | img/s | fp32 img/s | bf16 speed-up | peak RSS GiB | "
+         "peak CUDA GiB | GFLOP/img | achieved TFLOP/s | of bf16 peak |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (stage, size), r in results.items():
-        if stage.startswith("walk_") or stage == "loader":
+        if stage.startswith(OWN_SECTION):
             continue  # in their own sections below
         g = r.get("gflop_per_img")
         tf = g * r["img_s"] / 1e3 if g else None
         cuda = f"{r['peak_cuda_gib']:.2f}" if "peak_cuda_gib" in r else "—"
-        L.append(f"| {stage} | {size} | {r['model']} | {r['img_s']:.3g} | {r['peak_rss_gib']:.2f} | "
+        f32 = r.get("img_s_fp32")
+        up = f"{r['img_s'] / f32:.2f}x" if f32 else "—"
+        L.append(f"| {stage} | {size} | {r['model']} | {r['img_s']:.3g} | "
+                 f"{f32 and f'{f32:.3g}' or '—'} | {up} | "
+                 f"{r['peak_rss_gib']:.2f} | "
                  f"{cuda} | {g and f'{g:.1f}' or '—'} | "
                  f"{tf and f'{tf:.3f}' or '—'} | "
                  f"{f'{100 * tf / peak:.1f} %' if tf and peak else '—'} |")
@@ -409,6 +479,12 @@ def write_report(path, results, dev, a, seconds):
     if r:
         L += ["", f"The loader alone (VOC size, crop 512, batches of 8): {r['model']}. A trainer "
               "whose loading-excluded img/s is above this number is limited by data loading."]
+    r = results.get(("vit_cam_memory", "voc"))
+    if r:
+        L += ["", "## ViT CAM memory", "", f"One image's CAMs, {r['model']}: all classes of the "
+              "image in one batched forward + backward.", "",
+              "| classes in the image | peak GiB | seconds |", "|---|---|---|"]
+        L += [f"| {k} | {v['gib']:.2f} | {v['s']:.3f} |" for k, v in r["by_classes"].items()]
     L += ["", "## Side by side", "", "| comparison | size | this project | the reference's way | ratio |",
           "|---|---|---|---|---|"]
     for size in SIZES:
@@ -444,20 +520,23 @@ def main():
     p.add_argument("--only", default="", help="run the cases whose 'stage:size' contains this")
     p.add_argument("--sizes", default="toy,voc")
     p.add_argument("--device", default="auto")
-    p.add_argument("--iters", type=int, default=2, help="timed training steps per case")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed training steps per case (default: 10 on CUDA, 2 on CPU)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="loader processes of the data-loading rows")
     p.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 peak")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case
     a = p.parse_args()
+    if a.iters is None:
+        a.iters = 10 if resolve_device(a.device).type == "cuda" else 2
     if a.case:
         return run_case(*a.case.split(":"), a)
     t0, results = time.time(), {}
     for size in a.sizes.split(","):
         for name in CASES:
-            if a.only not in f"{name}:{size}" or (name, size) == ("loader", "toy"):
-                continue  # the loader row is about VOC-size JPEGs only
+            if a.only not in f"{name}:{size}" or (size == "toy" and name in VOC_ONLY):
+                continue
             cmd = [sys.executable, __file__, "--case", f"{name}:{size}", "--device", a.device,
                    "--iters", str(a.iters), "--workers", str(a.workers)]
             r = subprocess.run(cmd, capture_output=True, text=True)
