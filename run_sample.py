@@ -53,6 +53,7 @@ def add_training_flags(g, prefix, classifier=False):
             ("weight_decay", float, None), ("momentum", float, None)]
     if classifier:
         rows += [("resize_long", ints, "LOW,HIGH random long side"),
+                 ("color_jitter", floats, "brightness,contrast,saturation,hue (0,0,0,0: off)"),
                  ("eval_thres", float, "background score of the fixed-threshold row")]
     for name, typ, help_ in rows:
         g.add_argument(f"--{prefix}_{name}", type=typ, default=None, help=help_)
@@ -90,7 +91,12 @@ def build_parser():
     g.add_argument("--cam_freeze_bn", action=b, default=None)
     g.add_argument("--cam_freeze_stem", action=b, default=None)
     g.add_argument("--cam_crop_size", type=int, default=None)
+    g.add_argument("--cam_detach_stage2", action=b, default=None,
+                   help="stem, layer1, layer2 never train (the reference detaches after layer2)")
     g.add_argument("--cam_scales", type=floats, default=None, help="CAM inference scales")
+    g.add_argument("--cam_upsample", choices=["round16", "direct"], default=None,
+                   help="full-size CAMs: round16 (the reference: resize to the size rounded "
+                        "up to a multiple of 16, crop) | direct (resize to the image size)")
     add_training_flags(g, "cam", classifier=True)
     g = p.add_argument_group("ViT CAMs (steps 4-6)")
     g.add_argument("--vit_backbone", default=None, help="any timm class-token ViT/DeiT name")
@@ -101,12 +107,20 @@ def build_parser():
     g.add_argument("--vit_grad_clip", type=float, default=None, help="max grad norm; 0 = off")
     g.add_argument("--vit_cam_method", choices=list(VIT_CAM_METHODS), default=None,
                    help="lrp (the reference's) | grad_attn | gradcam")
+    g.add_argument("--vit_freeze_patch_embed", action=b, default=None,
+                   help="freeze the patch projection's weight (the reference)")
+    g.add_argument("--vit_lr_schedule", choices=["epoch_cosine", "cosine"], default=None,
+                   help="epoch_cosine: the reference's (lr stays ~ the base lr) | cosine to 0")
     add_training_flags(g, "vit", classifier=True)
     g = p.add_argument_group("ORANDNet (steps 7-12)")
     g.add_argument("--orand_sources", default=None,
                    help="CAM sources NAME[:offset],... (registered or imported names, folders "
                         "under result/, or paths); without :offset, the source's default")
+    g.add_argument("--orand_clip", action=b, default=None,
+                   help="clip each source + offset to [0, 1] before OR/AND (the reference does not)")
     g.add_argument("--orand_net", choices=["fcn8s_vgg16", "small_fcn"], default=None)
+    g.add_argument("--orand_fcn", choices=["reference", "at_once"], default=None,
+                   help="FCN-8s variant: reference (ORANDNet's EncDec) | at_once (FCN's recipe)")
     g.add_argument("--orand_pretrained", default=None, help="imagenet | none | PATH (VGG-16)")
     g.add_argument("--orand_loss", choices=["bce", "ce"], default=None,
                    help="bce: per-pixel vs AND; ce: the reference's cross-entropy over classes")

@@ -91,12 +91,29 @@ def normalize_minmax(maps):
     return (maps - lo) / span.clamp(min=1e-30)  # constant map: 0 / 1e-30 = 0
 
 
-def to_cam_sizes(maps, size):
+def to_cam_sizes(maps, size, round_up=1):
     """Bilinear resize of K x h x w maps (torch) to the format's two grids: stride 4 and
-    full image size. Returns (cam, high_res)."""
+    full image size. Returns (cam, high_res). With round_up > 1 the full-size map is the
+    top-left H x W of a resize to the size rounded up to a multiple of round_up (the
+    reference's ResNet rule, round_up 16: it stretches the map by up to 15 pixels)."""
     import torch.nn.functional as F  # local: keeps the numpy-only readers free of torch
     m = maps[None].float()
     if len(maps) == 0:  # an image without labels: empty maps of the right sizes
         return m.new_zeros((0,) + strided_size(*size)), m.new_zeros((0,) + tuple(size))
     up = lambda s: F.interpolate(m, s, mode="bilinear", align_corners=False)[0]  # noqa: E731
-    return up(strided_size(*size)), up(tuple(size))
+    h, w = size
+    high = up((-(-h // round_up) * round_up, -(-w // round_up) * round_up))[:, :h, :w]
+    return up(strided_size(*size)), high
+
+
+def downsample_cam(high):
+    """The stride-4 grid of a full-size map (K x H x W, torch or numpy) by bilinear
+    resize: how the reference derives `cam` from `high_res` after OR/AND, ORANDNet and
+    the naive ensemble. Returns (cam, high_res), numpy when given numpy."""
+    import torch
+    import torch.nn.functional as F
+    t = torch.as_tensor(high, dtype=torch.float32)
+    low = F.interpolate(t[None], strided_size(*t.shape[1:]), mode="bilinear",
+                        align_corners=False)[0] if len(t) else t.new_zeros(
+        (0,) + strided_size(*t.shape[1:]))
+    return (low.numpy(), high) if isinstance(high, np.ndarray) else (low, high)

@@ -75,9 +75,10 @@ def save_jpeg(path, img, quality=90):
         Image.fromarray(img).save(tmp, format="JPEG", quality=quality)
 
 
-# ---- transforms on HxWxC arrays (cv2 for speed; bilinear like the reference)
+# ---- transforms on HxWxC arrays
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 def normalize(img):
@@ -90,22 +91,52 @@ def hwc_to_chw(img):
 
 
 def resize(img, h, w, area=False):
-    """Bilinear (or area-averaging, for clean downsampling) resize to h x w."""
+    """OpenCV bilinear (or area-averaging, for clean downsampling) resize to h x w."""
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
-def rescale(img, scale):
-    """Resize by a factor (bilinear), at least 1 pixel per side."""
+def pil_resize(img, h, w, resample="bilinear"):
+    """PIL resize of a uint8 image to h x w, as the reference resizes its inputs: PIL's
+    bilinear and bicubic filters widen with the scale when shrinking (antialiased)."""
+    if img.shape[:2] == (h, w):
+        return img
+    return np.asarray(Image.fromarray(img).resize((w, h), _PIL_FILTERS[resample]))
+
+
+def rescale(img, scale, resample="bilinear"):
+    """PIL resize by a factor (sides rounded as Python rounds), at least 1 pixel per side."""
     if scale == 1:
         return img
     h, w = img.shape[:2]
-    return resize(img, max(1, round(h * scale)), max(1, round(w * scale)))
+    return pil_resize(img, max(1, round(h * scale)), max(1, round(w * scale)), resample)
 
 
 def random_resize_long(img, low, high, rng):
-    """Resize so that the long side is a random integer in [low, high]."""
+    """Resize (PIL bicubic, the reference's) so that the long side is a random integer in
+    [low, high]."""
     target = int(rng.integers(low, high + 1))
-    return rescale(img, target / max(img.shape[:2]))
+    return rescale(img, target / max(img.shape[:2]), "bicubic")
+
+
+def color_jitter(img, jitter, rng):
+    """torchvision's ColorJitter(brightness, contrast, saturation, hue) on a uint8 image,
+    its factors and its random order of the four adjustments drawn from `rng` (so the
+    augmentation stays a function of the seed). jitter: (b, c, s, h); zeros: off."""
+    b, c, s, hue = jitter
+    if not (b or c or s or hue):
+        return img
+    import torchvision.transforms.functional as TF  # local: torchvision is slow to import
+    pil = Image.fromarray(img)
+    ops = {0: (b, TF.adjust_brightness), 1: (c, TF.adjust_contrast),
+           2: (s, TF.adjust_saturation)}
+    for i in rng.permutation(4):
+        if i == 3:
+            if hue:
+                pil = TF.adjust_hue(pil, float(rng.uniform(-hue, hue)))
+        elif ops[i][0]:
+            strength, fn = ops[i]
+            pil = fn(pil, float(rng.uniform(max(0.0, 1 - strength), 1 + strength)))
+    return np.asarray(pil)
 
 
 def random_crop(img, size, rng, pad_value=0, label=None):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.cam_io import normalize_max, to_cam_sizes
+from misc.cam_io import downsample_cam, normalize_max
 from misc.errors import PipelineError
 from misc.torchutils import autocast
 from misc.weights import load_weights
@@ -32,19 +32,29 @@ def _up(channels, size, stride):
 
 
 class FCN8s(nn.Module):
-    """FCN-8s (Long et al.) on VGG-16: 1-channel input, padding 100 on the first conv,
-    fc6/fc7 as convolutions initialised from VGG's ImageNet classifier, skip scores from
-    pool3 and pool4 (scaled 1e-4 and 1e-2, the 'at-once' variant), bilinear upsamplers."""
+    """FCN-8s (Long et al.) on VGG-16 with a 1-channel input (padding 100 on the first conv),
+    fc6/fc7 as convolutions from VGG's ImageNet classifier, skip scores from pool3 and
+    pool4, bilinear-initialised upsamplers. Two variants:
+    - reference (ORANDNet's EncDec): first conv randomly initialised, score layers Xavier
+      normal, unscaled skips, every crop offset (size difference) // 2 computed from the
+      heights and applied to both axes;
+    - at_once (FCN's 'at-once' recipe): first conv = the mean of VGG's RGB filters, zero
+      score layers, skips scaled 1e-2 (pool4) and 1e-4 (pool3), the geometric offsets
+      5, 9 and 31 on each axis."""
 
-    def __init__(self, pretrained="imagenet", n_out=1):
+    def __init__(self, pretrained="imagenet", n_out=1, variant="reference"):
         super().__init__()
+        if variant not in ("reference", "at_once"):
+            raise PipelineError(f"--orand_fcn {variant}: expected reference or at_once")
+        self.variant = variant
         vgg = torchvision_model("vgg16", pretrained, "--orand_pretrained", ignore=("classifier.6.",))
         feats = list(vgg.features)
         rgb = feats[0]
         feats[0] = nn.Conv2d(1, 64, 3, padding=100)
-        with torch.no_grad():  # a grey input: the mean of the RGB filters keeps their features
-            feats[0].weight.copy_(rgb.weight.mean(1, keepdim=True))
-            feats[0].bias.copy_(rgb.bias)
+        if variant == "at_once":
+            with torch.no_grad():  # a grey input: the mean of the RGB filters keeps their features
+                feats[0].weight.copy_(rgb.weight.mean(1, keepdim=True))
+                feats[0].bias.copy_(rgb.bias)
         for m in feats:
             if isinstance(m, nn.MaxPool2d):
                 m.ceil_mode = True
@@ -52,28 +62,41 @@ class FCN8s(nn.Module):
                                                        for a, b in ((0, 17), (17, 24), (24, 31)))
         fc6, fc7 = nn.Conv2d(512, 4096, 7), nn.Conv2d(4096, 4096, 1)
         with torch.no_grad():
-            fc6.weight.copy_(vgg.classifier[0].weight.view(4096, 512, 7, 7))
-            fc6.bias.copy_(vgg.classifier[0].bias)
-            fc7.weight.copy_(vgg.classifier[3].weight.view(4096, 4096, 1, 1))
-            fc7.bias.copy_(vgg.classifier[3].bias)
+            if pretrained == "none" and variant == "reference":
+                nn.init.xavier_normal_(fc6.weight)  # the reference's init before any copy
+                nn.init.xavier_normal_(fc7.weight)
+            else:
+                fc6.weight.copy_(vgg.classifier[0].weight.view(4096, 512, 7, 7))
+                fc6.bias.copy_(vgg.classifier[0].bias)
+                fc7.weight.copy_(vgg.classifier[3].weight.view(4096, 4096, 1, 1))
+                fc7.bias.copy_(vgg.classifier[3].bias)
         self.fc = nn.Sequential(fc6, nn.ReLU(inplace=True), nn.Dropout2d(),
                                 fc7, nn.ReLU(inplace=True), nn.Dropout2d())
         self.score_fr, self.score_pool4, self.score_pool3 = (
             nn.Conv2d(c, n_out, 1) for c in (4096, 512, 256))
         for m in (self.score_fr, self.score_pool4, self.score_pool3):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+            if variant == "reference":
+                nn.init.xavier_normal_(m.weight)  # biases keep PyTorch's default init
+            else:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         self.up2, self.up_pool4, self.up8 = _up(n_out, 4, 2), _up(n_out, 4, 2), _up(n_out, 16, 8)
 
+    def _crop(self, x, like, offset):
+        """x cropped to like's size: at (offset, offset) (at_once) or at the reference's
+        (x height - like height) // 2 on both axes."""
+        c = offset if self.variant == "at_once" else (x.shape[2] - like.shape[2]) // 2
+        return x[:, :, c:c + like.shape[2], c:c + like.shape[3]]
+
     def forward(self, x):
-        h, w = x.shape[2:]
         p3 = self.to_pool3(x)
         p4 = self.to_pool4(p3)
+        k4, k3 = (1e-2, 1e-4) if self.variant == "at_once" else (1.0, 1.0)
         s = self.up2(self.score_fr(self.fc(self.to_pool5(p4))))
-        s = s + self.score_pool4(p4 * 1e-2)[:, :, 5:5 + s.shape[2], 5:5 + s.shape[3]]
+        s = s + self._crop(self.score_pool4(p4 * k4), s, 5)
         s = self.up_pool4(s)
-        s = s + self.score_pool3(p3 * 1e-4)[:, :, 9:9 + s.shape[2], 9:9 + s.shape[3]]
-        return self.up8(s)[:, :, 31:31 + h, 31:31 + w]
+        s = s + self._crop(self.score_pool3(p3 * k3), s, 9)
+        return self._crop(self.up8(s), x, 31)
 
 
 def _double_conv(a, b):
@@ -103,10 +126,11 @@ class SmallFCN(nn.Module):
         return self.out(d1)[:, :, :h, :w]
 
 
-def build_orandnet(name, pretrained="none"):
-    """The OR->AND network by name: fcn8s_vgg16 (paper) or small_fcn (toy)."""
+def build_orandnet(name, pretrained="none", variant="reference"):
+    """The OR->AND network by name: fcn8s_vgg16 (paper; variant: see FCN8s) or small_fcn
+    (toy)."""
     if name == "fcn8s_vgg16":
-        return FCN8s(pretrained)
+        return FCN8s(pretrained, variant=variant)
     if name == "small_fcn":
         return SmallFCN()
     raise PipelineError(f"--orand_net {name}: expected fcn8s_vgg16 or small_fcn")
@@ -131,23 +155,25 @@ def orand_maps(logits, kind):
     return torch.sigmoid(x) if kind == "bce" else F.relu(x)
 
 
-def weights_meta(name, loss):
+def weights_meta(name, loss, variant="reference"):
     """What identifies the OR->AND network's saved weights (checked when loading them)."""
-    return {"step": "train_orandnet", "arch": name, "loss": loss}
+    arch = f"{name}:{variant}" if name == "fcn8s_vgg16" else name
+    return {"step": "train_orandnet", "arch": arch, "loss": loss}
 
 
-def trained_orandnet(name, loss, path):
+def trained_orandnet(name, loss, path, variant="reference"):
     """The OR->AND network with its trained weights (sess/orandnet.pth)."""
-    return load_weights(build_orandnet(name, "none"), path, weights_meta(name, loss))
+    return load_weights(build_orandnet(name, "none", variant), path,
+                        weights_meta(name, loss, variant))
 
 
 @torch.no_grad()
 def orandnet_cams(model, or_maps, loss, device):
     """(cam, high_res) maps of one image from its OR maps (K,H,W): all K class maps in one
-    batch, non-negative output, each class divided by its max."""
+    batch, non-negative output, each class divided by its max at full size; the stride-4
+    maps are those normalised maps resized (as the reference)."""
     if len(or_maps) == 0:
-        return to_cam_sizes(or_maps, or_maps.shape[1:])
+        return downsample_cam(or_maps)
     with autocast(device):
         maps = orand_maps(model(or_maps.to(device)[:, None]), loss)
-    low, high = to_cam_sizes(maps, maps.shape[1:])
-    return normalize_max(low), normalize_max(high)
+    return downsample_cam(normalize_max(maps))

@@ -13,7 +13,7 @@ class CAMNet(nn.Module):
     """ResNet classifier whose 1x1 classifier doubles as the CAM projection."""
 
     def __init__(self, n_classes, backbone="resnet50", pretrained="none", freeze_bn=True,
-                 freeze_stem=True):
+                 freeze_stem=True, detach_stage2=False):
         super().__init__()
         r = build_resnet(backbone, pretrained)
         set_last_stride(r.layer4)
@@ -21,8 +21,11 @@ class CAMNet(nn.Module):
         self.stages = nn.ModuleList([r.layer1, r.layer2, r.layer3, r.layer4])
         self.classifier = nn.Conv2d(feature_channels(r), n_classes, 1, bias=False)
         self.freeze_bn = freeze_bn
-        if freeze_stem:
-            for p in self.stem.parameters():
+        # the reference detaches the features after layer2, so stem, layer1 and layer2
+        # never train; frozen here (same gradients, and DDP sees no unused parameter)
+        frozen = [self.stem] * freeze_stem + [self.stages[0], self.stages[1]] * detach_stage2
+        for m in frozen:
+            for p in m.parameters():
                 p.requires_grad_(False)
 
     def features(self, x):
@@ -57,14 +60,16 @@ class CAMNet(nn.Module):
 
 
 @torch.no_grad()
-def multiscale_cams(model, imgs, size, keys):
+def multiscale_cams(model, imgs, size, keys, round_up=16):
     """Sum of CAMs over scales and horizontal flips for the classes `keys`, each at stride 4
-    and at full size, each class divided by its own max (+1e-5). imgs: list of (3,h,w)."""
+    and at full size, each class divided by its own max (+1e-5). imgs: list of (3,h,w).
+    round_up: each scale's full-size map is resized to the image size rounded up to this
+    multiple and cropped (16: the reference; 1: straight to the image size)."""
     keys = torch.as_tensor(keys, dtype=torch.long, device=imgs[0].device)
     low = high = 0
     for img in imgs:
         c = model.cams(torch.stack([img, img.flip(-1)])).float()
-        lo, hi = to_cam_sizes((c[0] + c[1].flip(-1))[keys], size)
+        lo, hi = to_cam_sizes((c[0] + c[1].flip(-1))[keys], size, round_up)
         low, high = low + lo, high + hi
     return normalize_max(low), normalize_max(high)
 

@@ -12,15 +12,20 @@ from net.backbones import load_backbone_file
 
 
 def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, depth=None):
-    """A timm ViT with a `n_classes` head at `img_size` (position embeddings resized).
-    patch_size/depth override the named architecture (small toy models)."""
+    """A timm ViT with a `n_classes` head at `img_size`. patch_size/depth override the named
+    architecture (small toy models). ImageNet or file weights come at their own size and
+    their position embeddings are resized bilinearly, as the reference resizes DeiT's
+    14x14 grid to 32x32 (timm's own loader would use bicubic)."""
     import timm
     if not timm.is_model(name):
         raise PipelineError(f"--vit_backbone '{name}' is not a timm model")
     kw = dict(num_classes=n_classes, img_size=img_size)
     kw.update({k: v for k, v in (("patch_size", patch_size), ("depth", depth)) if v})
     try:
-        model = timm.create_model(name, pretrained=pretrained == "imagenet", **kw)
+        model = timm.create_model(name, pretrained=False, **kw)
+        if pretrained == "imagenet":
+            state = timm.create_model(name, pretrained=True, **{k: v for k, v in kw.items()
+                                                                  if k != "img_size"}).state_dict()
     except TypeError as e:  # a non-ViT builder rejects img_size / patch_size / depth
         raise PipelineError(f"--vit_backbone '{name}' is not a plain ViT/DeiT ({e})") from e
     except Exception as e:  # hub failures: OSError, HTTP errors, LocalEntryNotFoundError...
@@ -30,11 +35,11 @@ def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, dep
             f"could not load ImageNet weights for '{name}' ({type(e).__name__}: {str(e)[:200]}). "
             f"Download the timm/Hugging Face weights of '{name}' on a machine with internet and "
             f"pass --vit_pretrained /path/to/file (.pth or .safetensors)") from e
-    if pretrained not in ("none", "imagenet"):
-        # our own loading, not timm's file overlay (whose handling differs between timm
-        # versions): position embeddings resized to img_size by timm's filter
-        from timm.models.vision_transformer import checkpoint_filter_fn
-        load_backbone_file(model, pretrained, "--vit_pretrained", ("head.",), checkpoint_filter_fn)
+    if pretrained == "imagenet":
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        model.load_state_dict(_resize_pos_embed(state, model), strict=False)
+    elif pretrained != "none":
+        load_backbone_file(model, pretrained, "--vit_pretrained", ("head.",), _resize_pos_embed)
     blocks = getattr(model, "blocks", None)
     if blocks is None or not all(isinstance(getattr(b, "attn", None), Attention) for b in blocks):
         raise PipelineError(f"--vit_backbone '{name}' is not a plain ViT/DeiT (timm Attention blocks)")
@@ -44,12 +49,40 @@ def build_vit(name, img_size, n_classes, pretrained="none", patch_size=None, dep
     return model
 
 
+def _resize_pos_embed(state, model):
+    """The state's position embeddings (class token first) resized to the model's patch
+    grid: bilinear, align_corners False, no antialias (the reference's F.interpolate);
+    a timm-original patch embedding stored as a linear layer becomes a conv."""
+    state = dict(state)
+    w = state.get("patch_embed.proj.weight")
+    if w is not None and w.dim() == 2:
+        state["patch_embed.proj.weight"] = w.reshape(model.patch_embed.proj.weight.shape)
+    pos = state.get("pos_embed")
+    want = model.pos_embed.shape
+    if pos is not None and pos.shape != want:
+        p = model.num_prefix_tokens
+        n_old = pos.shape[1] - p
+        side = int(round(n_old ** 0.5))
+        if side * side != n_old:
+            raise PipelineError(f"--vit_pretrained: position embeddings of {n_old} patches are "
+                                f"not a square grid; pass weights of a square-grid ViT")
+        grid = pos[:, p:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = torch.nn.functional.interpolate(grid.float(), model.patch_embed.grid_size,
+                                               mode="bilinear", align_corners=False)
+        state["pos_embed"] = torch.cat([pos[:, :p], grid.permute(0, 2, 3, 1).reshape(
+            1, -1, want[-1]).to(pos.dtype)], 1)
+    return state
+
+
 class ViTClassifier(nn.Module):
     """timm ViT whose head predicts the dataset's classes from the class token."""
 
-    def __init__(self, name, img_size, n_classes, pretrained="none", patch_size=None, depth=None):
+    def __init__(self, name, img_size, n_classes, pretrained="none", patch_size=None, depth=None,
+                 freeze_patch_embed=False):
         super().__init__()
         self.vit = build_vit(name, img_size, n_classes, pretrained, patch_size, depth)
+        if freeze_patch_embed:  # the reference freezes the patch projection's weight, not its bias
+            self.vit.patch_embed.proj.weight.requires_grad_(False)
 
     def forward(self, x):
         return self.vit(x)
@@ -58,7 +91,7 @@ class ViTClassifier(nn.Module):
         """(backbone parameters, head parameters): the head gets 10x the lr."""
         head = list(self.vit.get_classifier().parameters())
         ids = {id(p) for p in head}
-        return [p for p in self.vit.parameters() if id(p) not in ids], head
+        return [p for p in self.vit.parameters() if id(p) not in ids and p.requires_grad], head
 
     def grid(self):
         """(rows, columns) of the patch grid."""

@@ -11,20 +11,26 @@ PAPER = dict(
     num_workers=8,
     # ResNet-50 CAM classifier (docs/FIDELITY.md, "ResNet classifier")
     cam_backbone="resnet50", pretrained="imagenet", cam_freeze_bn=True, cam_freeze_stem=True,
-    cam_epochs=10, cam_batch_size=8, cam_lr=0.01, cam_weight_decay=5e-4,
+    cam_detach_stage2=True, cam_epochs=10, cam_batch_size=8, cam_lr=0.01, cam_weight_decay=5e-4,
     # the reference's poly optimiser puts the weight decay in SGD's momentum slot
     cam_momentum=5e-4,
-    cam_resize_long=(320, 640), cam_crop_size=512,
-    cam_scales=(1.0, 0.5, 1.5, 2.0), cam_eval_thres=0.25,
+    cam_resize_long=(256, 512), cam_color_jitter=(0.3, 0.3, 0.3, 0.1), cam_crop_size=512,
+    cam_scales=(1.0, 0.5, 1.5, 2.0), cam_upsample="round16", cam_eval_thres=0.25,
     # ViT classifier (docs/FIDELITY.md, "ViT classifier" and "ViT CAMs")
     vit_backbone="deit_base_patch16_224", vit_img_size=512, vit_patch_size=None,
     vit_depth=None, vit_pretrained="imagenet", vit_epochs=10, vit_batch_size=4,
     vit_lr=0.01, vit_weight_decay=1e-5, vit_momentum=0.9, vit_grad_clip=1.0,
-    vit_resize_long=(320, 640), vit_cam_method="lrp", vit_eval_thres=0.05,
+    vit_resize_long=(256, 512), vit_color_jitter=(0.3, 0.3, 0.3, 0.1),
+    vit_freeze_patch_embed=True, vit_lr_schedule="epoch_cosine", vit_cam_method="lrp",
+    vit_eval_thres=0.05,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
-    orand_sources="cam,vit_cam:0.15", orand_net="fcn8s_vgg16", orand_pretrained="imagenet",
-    orand_loss="bce", orand_iters=5000, orand_lr=1e-3, orand_momentum=0.9,
-    orand_weight_decay=1e-4, orand_eval_thres=0.25,
+    orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
+    orand_fcn="reference", orand_pretrained="imagenet",
+    # the reference's cross-entropy over an image's class maps (no gradient from
+    # single-class images); its poly optimiser passes the published weight decay (0)
+    # as SGD's momentum and sets no weight decay
+    orand_loss="ce", orand_iters=5000, orand_lr=1e-3, orand_momentum=0.0,
+    orand_weight_decay=0.0, orand_eval_thres=0.25,
     # IRN refinement (docs/FIDELITY.md, "IRN")
     sem_seg_cam_dir="orandnet_cam", conf_fg_thres=0.30, conf_bg_thres=0.05,
     irn_trunk="imagenet", irn_backbone="resnet50", irn_crop_size=512, irn_batch_size=32,
@@ -49,13 +55,19 @@ TOY = dict(
     # no ImageNet weights offline: a small ResNet trained from scratch, so its batch norm
     # and stem must train
     cam_backbone="resnet18", pretrained="none", cam_freeze_bn=False, cam_freeze_stem=False,
+    cam_detach_stage2=False,
+    # colour is what tells the toy's classes apart: no colour jitter
+    cam_color_jitter=(0, 0, 0, 0), vit_color_jitter=(0, 0, 0, 0),
     cam_epochs=12, cam_batch_size=16, cam_lr=0.05, cam_weight_decay=1e-4, cam_momentum=0.9,
     cam_resize_long=(112, 176), cam_crop_size=128,
     # a 4-block ViT-Tiny with 8-px patches at 96 px (144 tokens), trained from scratch
     vit_backbone="vit_tiny_patch16_224", vit_img_size=96, vit_patch_size=8, vit_depth=4,
     vit_pretrained="none", vit_epochs=20, vit_batch_size=16, vit_lr=0.05,
-    vit_weight_decay=1e-4, vit_resize_long=(80, 128),
-    orand_net="small_fcn", orand_pretrained="none", orand_iters=600, orand_lr=0.05,
+    vit_weight_decay=1e-4, vit_resize_long=(80, 128), vit_freeze_patch_embed=False,
+    vit_lr_schedule="cosine",
+    # per-pixel BCE against AND: its sigmoid output is calibrated to the 0.25 threshold
+    orand_net="small_fcn", orand_pretrained="none", orand_loss="bce", orand_iters=600,
+    orand_lr=0.05, orand_momentum=0.9, orand_weight_decay=1e-4,
     # the boundary net reuses the trained CAM trunk (no ImageNet ResNet offline)
     irn_trunk="cam", irn_backbone="resnet18", irn_crop_size=128, irn_batch_size=16,
     irn_epochs=30, irn_momentum=0.9, irn_radius=5,

@@ -1,6 +1,9 @@
 """Step make_orand: per labelled class, the probabilistic OR = 1 - prod(1 - c_i) and
-AND = prod(c_i) of the N >= 2 CAM sources of --orand_sources (each plus its offset,
-clipped to [0, 1]) -> result/or_cam/<id>.npz and result/and_cam/<id>.npz."""
+AND = prod(c_i) of the full-size maps of the N >= 2 CAM sources of --orand_sources, each
+plus its offset (not clipped, as the reference: OR reaches 1 + offset; --orand_clip
+clips each source to [0, 1] first); the stride-4 maps are the full-size ones resized
+-> result/or_cam/<id>.npz and result/and_cam/<id>.npz."""
+from misc.cam_io import downsample_cam
 from misc.orand import prob_and, prob_or
 from pipeline.camdata import SourcesDataset
 from pipeline.images import process_images
@@ -11,8 +14,8 @@ def run(args):
     sources = [(o.path(args), off) for o, off in parse_sources(args.orand_sources, args)]
 
     def or_and(item):
-        lows, highs = zip(*item["maps"])
-        return {"or_cam": (prob_or(lows), prob_or(highs)),
-                "and_cam": (prob_and(lows), prob_and(highs))}
+        highs = [high for _, high in item["maps"]]
+        return {"or_cam": downsample_cam(prob_or(highs)),
+                "and_cam": downsample_cam(prob_and(highs))}
     return process_images(args, ["or_cam", "and_cam"],
-                          lambda ds, ids: SourcesDataset(ds, ids, sources), or_and)
+                          lambda ds, ids: SourcesDataset(ds, ids, sources, args.orand_clip), or_and)

@@ -14,11 +14,11 @@ def run(args):
     ids = [i for i, k in ds.labels(ds.ids(args.infer_list)).items() if len(k)]
     or_out, and_out = output("or_cam"), output("and_cam")
     require(and_out, args, ids, "OR/AND files")
-    model = build_orandnet(args.orand_net, args.orand_pretrained)
+    model = build_orandnet(args.orand_net, args.orand_pretrained, args.orand_fcn)
     opt = torch.optim.SGD(model.parameters(), lr=args.orand_lr, momentum=args.orand_momentum,
                           weight_decay=args.orand_weight_decay)
     cfg = FitConfig.from_args(args, name="orandnet", max_iters=args.orand_iters, batch_size=1,
-                              meta=weights_meta(args.orand_net, args.orand_loss))
+                              meta=weights_meta(args.orand_net, args.orand_loss, args.orand_fcn))
 
     def loss(net, b):  # one image: its K class maps are the batch
         return orand_loss(net(b["or"][0][:, None]), b["and"][0], args.orand_loss)

@@ -181,13 +181,15 @@ class VOC:
 
 class TrainDataset(torch.utils.data.Dataset):
     """Augmented (image, multi-hot label over the dataset's classes) pairs for classifier
-    training. Indexed by
+    training, as the reference augments them: random long side (PIL bicubic), horizontal
+    flip, colour jitter (brightness, contrast, saturation, hue; zeros: off), ImageNet
+    normalisation, random crop (padded with 0 = the mean colour). Indexed by
     (epoch, index) so augmentation is a pure function of (seed, epoch, index): the same
     whatever the number of workers, ranks or resumes."""
 
-    def __init__(self, voc, ids, crop_size, resize_long, seed=0):
+    def __init__(self, voc, ids, crop_size, resize_long, seed=0, jitter=(0, 0, 0, 0)):
         self.voc, self.ids, self.seed = voc, list(ids), seed
-        self.crop_size, self.resize_long = crop_size, resize_long
+        self.crop_size, self.resize_long, self.jitter = crop_size, resize_long, tuple(jitter)
         self.labels = voc.labels(self.ids)
 
     def __len__(self):
@@ -199,7 +201,8 @@ class TrainDataset(torch.utils.data.Dataset):
         img_id = self.ids[idx]
         img = imutils.random_resize_long(self.voc.image(img_id), *self.resize_long, rng)
         if rng.random() < 0.5:
-            img = img[:, ::-1]
+            img = np.ascontiguousarray(img[:, ::-1])
+        img = imutils.color_jitter(img, self.jitter, rng)
         img = imutils.random_crop(imutils.normalize(img), self.crop_size, rng)
         label = np.zeros(self.voc.n_classes, np.float32)
         label[self.labels[img_id]] = 1
@@ -271,9 +274,11 @@ class LabelTrainDataset(torch.utils.data.Dataset):
 
 
 class MultiScaleDataset(torch.utils.data.Dataset):
-    """One image at several scales (normalised CHW tensors) plus its id, size and classes.
-    With `square`, the image is first resized to square x square (the ViT's input); with
-    `raw`, the uint8 image comes along (for a CRF)."""
+    """One image at several scales (normalised CHW tensors; each scale resized from the
+    uint8 image with PIL bilinear, as the reference) plus its id, size and classes. With
+    `square`, the image is instead normalised, then resized to square x square (bilinear,
+    antialiased when shrinking: torchvision's Resize on a tensor, the reference's ViT
+    input); with `raw`, the uint8 image comes along (for a CRF)."""
 
     def __init__(self, voc, ids, scales=(1.0,), square=None, raw=False):
         self.voc, self.ids, self.scales, self.square = voc, list(ids), scales, square
@@ -288,9 +293,12 @@ class MultiScaleDataset(torch.utils.data.Dataset):
         img = self.voc.image(img_id)
         size = img.shape[:2]
         if self.square:
-            img = imutils.resize(img, self.square, self.square)
-        ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
-               for s in self.scales]
+            x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(img)))[None]
+            ims = [torch.nn.functional.interpolate(x, (self.square, self.square), mode="bilinear",
+                                                   align_corners=False, antialias=True)[0]]
+        else:
+            ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
+                   for s in self.scales]
         item = {"id": img_id, "size": size, "keys": self.labels[img_id], "imgs": ims}
         if self.raw:
             item["raw"] = np.array(img)  # writable: the loader turns it into a tensor
