@@ -105,14 +105,14 @@ def infer_case(fn, dev, n=2):
         return {"img_s": rate(fn, dev, n, 1)}
 
 
-def voc_loader(crop, resize_long, batch, workers, n=24):
-    """Batches of the real classifier loader (JPEG decode, resize, flip, crop) over a toy
-    VOC generated at 500x375, cycled forever."""
+def voc_loader(crop, resize_long, batch, workers, n=24, jitter=(0, 0, 0, 0)):
+    """Batches of the real classifier loader (JPEG decode, resize, flip, colour jitter,
+    crop) over a toy VOC generated at 500x375, cycled forever."""
     from voc12.dataloader import VOC, TrainDataset
     from voc12.toy import generate
     tmp = tempfile.mkdtemp(prefix="bench_voc_")
     voc = VOC(generate(tmp, n_train=n, n_aug=0, n_val=1, n_test=0, size=500, quiet=True))
-    data = TrainDataset(voc, voc.ids("train"), crop, resize_long)
+    data = TrainDataset(voc, voc.ids("train"), crop, resize_long, jitter=jitter)
     keys = [[(e, i) for i in range(k, k + batch)] for e in range(1000)
             for k in range(0, n - batch + 1, batch)]
     dl = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=workers,
@@ -128,7 +128,8 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
     p = TOY if toy else PAPER
     batch = p[f"{prefix}_batch_size"] if toy or dev.type == "cuda" else cpu_voc_batch
     crop = p["cam_crop_size"] if prefix == "cam" else p["vit_img_size"]
-    loader = None if toy else voc_loader(crop, p[f"{prefix}_resize_long"], batch, a.workers)
+    loader = None if toy else voc_loader(crop, p[f"{prefix}_resize_long"], batch, a.workers,
+                                         jitter=p[f"{prefix}_color_jitter"])
     r = train_case(make_model(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
                                            "label": (torch.rand(batch, N_CLASSES) < 0.1).float()},
                    lambda m, b: multilabel_loss(m(b["img"]), b["label"]), batch, dev,
@@ -138,7 +139,8 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
 
 def _cam_net(p):
     from net.resnet_cam import CAMNet
-    return CAMNet(N_CLASSES, p["cam_backbone"], "none", p["cam_freeze_bn"], p["cam_freeze_stem"])
+    return CAMNet(N_CLASSES, p["cam_backbone"], "none", p["cam_freeze_bn"], p["cam_freeze_stem"],
+                  p["cam_detach_stage2"])
 
 
 def c_train_cam(size, dev, a):
@@ -152,16 +154,15 @@ def c_make_cam(size, dev, a):
     model = CAMNet(N_CLASSES, p["cam_backbone"], "none").eval().to(dev)
     imgs = [torch.randn(3, round(h * s), round(w * s), device=dev) for s in p["cam_scales"]]
 
-    def fn():
-        with autocast(dev):
-            multiscale_cams(model, imgs, (h, w), [0, 5])
+    def fn():  # fp32, as the step
+        multiscale_cams(model, imgs, (h, w), [0, 5])
     return {**infer_case(fn, dev), "model": f"{p['cam_backbone']}, {len(imgs)} scales x flip, 2 classes"}
 
 
 def _vit(p):
     from net.vit_cam import ViTClassifier
     return ViTClassifier(p["vit_backbone"], p["vit_img_size"], N_CLASSES, "none",
-                         p["vit_patch_size"], p["vit_depth"])
+                         p["vit_patch_size"], p["vit_depth"], p["vit_freeze_patch_embed"])
 
 
 def c_train_vit(size, dev, a):
@@ -362,12 +363,13 @@ def c_loader(size, dev, a):
     the CPU side can feed whatever the device."""
     h = {}
     for w in sorted({0, 2, os.cpu_count() or 1}):
-        it = voc_loader(PAPER["cam_crop_size"], PAPER["cam_resize_long"], 8, w)
+        it = voc_loader(PAPER["cam_crop_size"], PAPER["cam_resize_long"], 8, w,
+                        jitter=PAPER["cam_color_jitter"])
         # drain what the workers prefetched, then time 10 batches per worker
         h[w] = rate(lambda: next(it), torch.device("cpu"), 10 * max(w, 1), 8,  # noqa: B023
                     warmup=2 * max(w, 1))
     return {"img_s": max(h.values()), "by_workers": h,
-            "model": "decode + resize + flip + crop, workers " +
+            "model": "decode + resize + flip + jitter + crop, workers " +
                      ", ".join(f"{w}: {v:.0f} img/s" for w, v in h.items())}
 
 

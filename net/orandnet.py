@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from misc.cam_io import downsample_cam, normalize_max
 from misc.errors import PipelineError
-from misc.torchutils import autocast
 from misc.weights import load_weights
 from net.backbones import torchvision_model
 
@@ -174,6 +173,5 @@ def orandnet_cams(model, or_maps, loss, device):
     maps are those normalised maps resized (as the reference)."""
     if len(or_maps) == 0:
         return downsample_cam(or_maps)
-    with autocast(device):
-        maps = orand_maps(model(or_maps.to(device)[:, None]), loss)
+    maps = orand_maps(model(or_maps.to(device)[:, None]), loss)  # fp32, as the reference
     return downsample_cam(normalize_max(maps))

@@ -1,7 +1,6 @@
 """Step make_cam: multi-scale + flip ResNet CAMs of the infer list -> result/cam/<id>.npz.
 Full-size maps by --cam_upsample: round16 (the reference: each scale resized to the size
 rounded up to a multiple of 16, then cropped) or direct (straight to the image size)."""
-from misc.torchutils import autocast
 from net.resnet_cam import multiscale_cams, trained_cam_net
 from pipeline import dataset
 from pipeline.images import process_images
@@ -17,7 +16,6 @@ def run(args):
 
     def cams(item):
         imgs = [x.to(args.device, non_blocking=True) for x in item["imgs"]]
-        with autocast(args.device):
-            return multiscale_cams(model, imgs, item["size"], item["keys"], round_up)
+        return multiscale_cams(model, imgs, item["size"], item["keys"], round_up)  # fp32
     return process_images(args, "cam", lambda ds, ids: MultiScaleDataset(ds, ids, args.cam_scales),
                           cams)
