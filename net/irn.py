@@ -138,23 +138,27 @@ def _shift(x, dy, dx, fill):
 def pair_affinities(boundary, radius, cells="box"):
     """Affinity of each pixel with its partner at every offset: 1 - the largest boundary on
     path_cells(offset, cells). boundary (B,h,w) -> (B, D, h, w); cells outside the image
-    count as boundary 1 (affinity 0; such pairs get no label: see pair_labels). The largest
-    cell is picked without gradient and gathered with it, so memory stays at D maps (the
-    gradient reaches that one cell, as IRN's max-pooling sends it)."""
+    count as boundary 1 (affinity 0; such pairs get no label: see pair_labels). The
+    maximum's gradient goes to one cell, as IRN's max-pooling sends it."""
     b, h, w = boundary.shape
     m = radius - 1  # offsets reach m rows down and m columns either way
-    pad = F.pad(boundary, (m, m, 0, m), value=1.0).flatten(1)
-    wp, dev = w + 2 * m, boundary.device
-    base = (torch.arange(h, device=dev)[:, None] * wp + torch.arange(w, device=dev) + m).flatten()
-    cols = torch.arange(h * w, device=dev)
-    out = []
-    for dy, dx in offsets(radius):
-        idx = base + torch.tensor([cy * wp + cx for cy, cx in path_cells(dy, dx, cells)],
-                                  device=dev)[:, None]  # (L, h*w)
-        with torch.no_grad():
-            top = pad[:, idx].argmax(1)  # (B, h*w): which cell of the path is highest
-        out.append(1 - torch.gather(pad, 1, idx[top, cols]).view(b, h, w))
-    return torch.stack(out, 1)
+    pad = F.pad(boundary, (m, m, 0, m), value=1.0)
+    paths = [path_cells(dy, dx, cells) for dy, dx in offsets(radius)]
+    used = sorted({c for p in paths for c in p})
+    slot = {c: i for i, c in enumerate(used)}
+    # every shift any path needs, once: (B, C, h, w)
+    shifted = torch.stack([pad[:, cy:cy + h, m + cx:m + cx + w] for cy, cx in used], 1)
+    by_len = {}
+    for d, p in enumerate(paths):  # paths of one length share one gather, as in IRN
+        by_len.setdefault(len(p), []).append(d)
+    tops, order = [], []
+    for n, ds in by_len.items():
+        idx = torch.tensor([slot[c] for d in ds for c in paths[d]], device=boundary.device)
+        tops.append(shifted.index_select(1, idx).view(b, len(ds), n, h, w).max(2).values)
+        order += ds
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))  # to offsets(radius) order
+    return 1 - torch.cat(tops, 1).index_select(1, back.to(boundary.device))
 
 
 def stride4_labels(label):

@@ -228,6 +228,26 @@ def test_pair_labels_on_a_hand_made_map():
     assert pairs(neg) == {((0, 1), (0, 1)), ((1, -1), (0, 1)), ((1, 1), (0, 1))}
 
 
+@pytest.mark.parametrize("cells", ["box", "line"])
+def test_pair_affinities_equal_one_minus_the_largest_boundary_on_the_path(cells):
+    torch.manual_seed(0)
+    b = torch.rand(2, 6, 9, requires_grad=True)
+    aff = pair_affinities(b, 4, cells)
+    want = torch.zeros_like(aff)
+    for d, (dy, dx) in enumerate(offsets(4)):
+        for i in range(6):
+            for j in range(9):
+                vals = [b[:, i + cy, j + cx] if 0 <= i + cy < 6 and 0 <= j + cx < 9
+                        else torch.ones(2) for cy, cx in path_cells(dy, dx, cells)]
+                want[:, d, i, j] = 1 - torch.stack(vals, 1).max(1).values
+    assert torch.equal(aff, want.detach())
+    # each affinity whose path lies inside the map sends -1 to its one highest cell (random
+    # values below 1: no ties; a path leaving the map is capped by the padding's 1)
+    aff.sum().backward()
+    assert b.grad.sum().item() == -float((want > 0).sum())
+    assert set(b.grad.unique().tolist()) <= {-float(k) for k in range(len(offsets(4)) * 9)}
+
+
 def test_affinity_is_cut_by_a_boundary_between_the_pixels():
     b = torch.zeros(1, 5, 5)
     b[0, :, 2] = 1.0  # a vertical wall in column 2
