@@ -14,6 +14,7 @@ import time
 
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
+from net.irn import PAIR_REGIONS as IRN_PAIR_REGIONS, PATH_CELLS as IRN_PATH_CELLS
 from net.vit_cam import METHODS as VIT_CAM_METHODS
 from pipeline.config import PRESETS, apply_preset
 from pipeline.registry import STEP_NAMES, step_table
@@ -150,6 +151,16 @@ def build_parser():
     g.add_argument("--irn_crop_size", type=int, default=None)
     add_training_flags(g, "irn")
     g.add_argument("--irn_radius", type=int, default=None, help="pair-label radius (training)")
+    g.add_argument("--irn_scale_range", type=floats, default=None,
+                   help="LOW,HIGH random rescale of the training crops' images and labels")
+    g.add_argument("--irn_pair_region", choices=list(IRN_PAIR_REGIONS), default=None,
+                   help="training-pair sources: reference (IRN's rows 0..h-r, columns "
+                        "r-1..w-r) | all (every pixel whose partner is inside)")
+    g.add_argument("--irn_path_cells", choices=list(IRN_PATH_CELLS), default=None,
+                   help="cells between two pixels: box (IRN's: the pair's box within one "
+                        "cell of the line, ends included) | line (rounded segment, no start)")
+    g.add_argument("--irn_infer_pad", type=int, default=None,
+                   help="zero-pad images to this square before the boundary net (0: off)")
     g.add_argument("--walk_radius", type=int, default=None, help="affinity radius of the walk")
     g.add_argument("--beta", type=float, default=None, help="affinity power")
     g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")

@@ -266,7 +266,7 @@ def _boundary_net(p):
 
 
 def c_train_irn(size, dev, a):
-    from net.irn import affinity_loss
+    from net.irn import affinity_loss, stride4_labels
     toy = size == "toy"
     p = TOY if toy else PAPER
     batch = p["irn_batch_size"] if toy or dev.type == "cuda" else 2
@@ -278,24 +278,25 @@ def c_train_irn(size, dev, a):
         label[:, :, :crop // 8] = 255
         return {"img": torch.randn(batch, 3, crop, crop), "label": label}
     r = train_case(model, make_batch, lambda m, b: affinity_loss(
-        m(b["img"]), b["label"][:, ::4, ::4], radius), batch, dev, a.iters)
+        m(b["img"]), stride4_labels(b["label"]), radius, p["irn_path_cells"],
+        p["irn_pair_region"]), batch, dev, a.iters)
     return {**r, "model": f"boundary net on {bb}, crop {crop} batch {batch}, radius {radius}"}
 
 
 def c_make_sem_seg_labels(size, dev, a):
-    from net.irn import random_walk
+    from net.irn import boundary_map, random_walk
     p = TOY if size == "toy" else PAPER
     h, w = SIZES[size]
     model, bb = _boundary_net(p)
     model.eval().to(dev)
-    x = torch.randn(2, 3, h, w, device=dev)
+    x = torch.randn(3, h, w, device=dev)
     cams = torch.rand(2, *strided_size(h, w), device=dev)
 
     def fn():
-        with autocast(dev):
-            e = torch.sigmoid(model(x).float())[0, 0, :cams.shape[1], :cams.shape[2]]
-        random_walk(cams, e, p["walk_radius"], p["beta"], p["exp_times"])
-    return {**infer_case(fn, dev), "model": f"boundary net ({bb}) x flip + sparse walk 2^{p['exp_times']}"}
+        e = boundary_map(model, x, p["irn_infer_pad"])
+        random_walk(cams, e, p["walk_radius"], p["beta"], p["exp_times"], p["irn_path_cells"])
+    return {**infer_case(fn, dev), "model": f"boundary net ({bb}, x flip, padded to "
+            f"{p['irn_infer_pad']}) + sparse walk 2^{p['exp_times']}"}
 
 
 def _seg(p):
