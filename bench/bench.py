@@ -437,9 +437,55 @@ def c_labels(size, dev, a):
     got = VOC(voc, cache).labels(list(v._labels))
     voc_s = time.perf_counter() - t0
     assert len(got) == n
+    # how the cache used to be read: the whole label array read from the npz once per image
+    k = 300
+    with np.load(os.path.join(cache, "cls_labels.npz"), allow_pickle=False) as z:
+        t0 = time.perf_counter()
+        for m in range(k):
+            z["labels"][m].nonzero()
+        old_s = (time.perf_counter() - t0) / k * n
     return {"img_s": n / warm, "cold_s": cold, "warm_s": warm, "voc_cache_s": voc_s,
+            "voc_cache_old_s": old_s,
             "json_mib": os.path.getsize(path) / 2**20, "n_ann": n_ann,
             "model": f"{n} images, {n_ann} instances, {os.path.getsize(path) / 2**20:.0f} MiB JSON"}
+
+
+def c_coco_masks(size, dev, a):
+    """Step coco_masks per image: the instance JSON converted by the rule (pycocotools
+    decodes ~7 polygons of COCO size, painted largest first) and the PNG written, then the
+    comparison with a provided mask (two PNGs read)."""
+    from misc.imutils import read_label, save_label_png
+    from voc12.coco import COCO, mask_difference
+    tmp = tempfile.mkdtemp(prefix="bench_masks_")
+    root = os.path.join(tmp, "coco")
+    os.makedirs(os.path.join(root, "annotations"))
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for k in range(40):
+        images.append({"id": k, "file_name": f"COCO_train2014_{k:012d}.jpg", "height": 480,
+                       "width": 640})
+        for _ in range(7):  # COCO: 7.3 instances per image, polygons of ~20 vertices
+            cx, cy, r = rng.uniform(100, 540), rng.uniform(100, 380), rng.uniform(20, 120)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, 20))
+            poly = np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1).ravel().tolist()
+            anns.append({"id": len(anns) + 1, "image_id": k, "category_id": int(rng.integers(1, 81)),
+                         "iscrowd": 0, "segmentation": [poly]})
+    with open(os.path.join(root, "annotations", "instances_train2014.json"), "w") as f:
+        json.dump({"images": images, "annotations": anns,
+                   "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)]}, f)
+    ds = COCO(root, os.path.join(tmp, "result"))
+    ids = ds.ids("train")
+    ds.load_api("train2014")
+    it = iter(ids * 100)
+
+    def convert():
+        i = next(it)
+        save_label_png(os.path.join(tmp, "out", f"{i}.png"), ds.convert_mask(i))
+    conv = rate(convert, torch.device("cpu"), 10, 1)
+    a_png, b_png = os.path.join(tmp, "out", f"{ids[0]}.png"), os.path.join(tmp, "out", f"{ids[1]}.png")
+    cmp_ = rate(lambda: mask_difference(read_label(a_png), read_label(b_png)), torch.device("cpu"), 10, 1)
+    return {"img_s": conv, "compare_img_s": cmp_,
+            "model": f"640x480, 7 polygons per image; compared with a provided mask: {cmp_:.3g} img/s"}
 
 
 def c_eval_classes(size, dev, a):
@@ -485,14 +531,15 @@ CASES = {"matmul_peak": c_matmul_peak, "loader": c_loader, "train_cam": c_train_
          "train_irn": c_train_irn, "make_sem_seg_labels": c_make_sem_seg_labels,
          "train_seg": c_train_seg, "make_seg": c_make_seg,
          "walk_sparse": c_walk("sparse"), "walk_dense": c_walk("dense"),
-         "vit_cam_memory": c_vit_cam_memory, "labels": c_labels, "eval_classes": c_eval_classes}
+         "vit_cam_memory": c_vit_cam_memory, "labels": c_labels, "eval_classes": c_eval_classes,
+         "coco_masks": c_coco_masks}
 VOC_ONLY = ("loader", "matmul_peak", "vit_cam_memory")  # about VOC-size inputs or the card
 # at COCO size only what differs from VOC: the full-image inference stages (more pixels,
 # more classes per image), label loading and the 80-class evaluation; the trainers see
 # fixed crops, as on VOC, so the COCO estimate takes their VOC-size rows
 COCO_CASES = ("make_cam", "make_vit_cam", "make_orandnet_cam", "cam_to_ir_label",
-              "make_sem_seg_labels", "make_seg", "labels", "eval_classes")
-COCO_ONLY = ("labels", "eval_classes")
+              "make_sem_seg_labels", "make_seg", "labels", "eval_classes", "coco_masks")
+COCO_ONLY = ("labels", "eval_classes", "coco_masks")
 OWN_SECTION = ("walk_", "loader", "matmul_peak", "vit_cam_memory", "labels", "eval_classes")
 
 
@@ -513,6 +560,7 @@ def run_case(name, size, a):
         torch.cuda.reset_peak_memory_stats()
     r = CASES[name](size, dev, a)
     r["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    r["load"] = os.getloadavg()[0]  # other processes on the machine slow a case down
     if dev.type == "cuda":
         r["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(r))
@@ -560,6 +608,7 @@ def estimate(results, size="voc"):
             COCO_IMAGES["val"]}
     if size == "coco":  # cam, vit_cam, naive, OR, AND, ORANDNet, ORANDNet again before IRN
         work["evaluations (eval_classes)"] = 7 * n
+        work = {"coco_masks": n + COCO_IMAGES["val"], **work}  # step 0: both lists converted
     rows = []
     for stage, k in work.items():
         at = measured_at(results, stage, size)
@@ -596,6 +645,13 @@ def coco_section(results):
               f"| COCO: cached index read, all labels handed out (every later run) | "
               f"{r['warm_s']:.2f} |",
               f"| VOC layout: label cache read, all labels handed out | {r['voc_cache_s']:.2f} |"]
+        if "voc_cache_old_s" in r:
+            L.append(f"| VOC layout, as the cache was read before (its label array read once "
+                     f"per image; timed on 300, times 82,081) | {r['voc_cache_old_s']:.0f} |")
+    r = results.get(("coco_masks", "coco"))
+    if r:
+        L += ["", f"Step 0, coco_masks ({r['model']}): {r['img_s']:.3g} img/s converted and "
+              f"written in one process; it runs in --num_workers loader processes."]
     r = results.get(("eval_classes", "coco"))
     if r:
         L += ["", f"One image of a CAM evaluation ({r['model']}): {1 / r['img_s']:.3f} s at "
@@ -603,6 +659,13 @@ def coco_section(results):
               f"for all {r['thresholds']} thresholds; the matrices grow with the square of the "
               f"labels, the pixel work does not). Scores of the {r['thresholds']} summed "
               f"81x81 matrices: {r['scores_s'] * 1e3:.1f} ms."]
+    loads = [r["load"] for (_, z), r in results.items() if z == "coco" and "load" in r]
+    if loads:
+        L += ["", f"The COCO-size cases ran with a 1-minute load average of {min(loads):.1f}-"
+              f"{max(loads):.1f} on {os.cpu_count()} CPUs (other sessions sharing the machine: "
+              "a load above the CPU count slows every case); rows without a recorded load "
+              "(`load` in bench/results.json) come from earlier runs: compare speeds across "
+              "runs with that in mind."]
     L += ["", "### Estimate of the full paper_coco run on this machine", "",
           f"{COCO_IMAGES['train']} train images x the preset's epochs (IRN and the segmenter "
           f"train on all of them), {COCO_IMAGES['val']} val images predicted; trainers at their "

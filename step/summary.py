@@ -110,9 +110,9 @@ def run(args):
     header = (f"# ORANDNet run summary\n\n{time.strftime('%Y-%m-%d %H:%M')}, preset "
               f"`{args.preset}`, seed {args.seed}, device {args.device}, dataset {title} "
               f"(`{args.voc12_root}`).")
-    text = markdown(rows, times, header,
-                    PAPER.get(title, f"The paper's numbers in our sources are for PASCAL VOC 2012 only; "
-                                      f"none to compare with on {title}."))
+    paper = PAPER.get(title, f"The paper's numbers in our sources are for PASCAL VOC 2012 "
+                             f"only; none to compare with on {title}.")
+    text = markdown(rows, times, header, paper)
     for name, body in (("summary.md", text),
                        ("summary.json", json.dumps({"preset": args.preset, "seed": args.seed,
                                                     "dataset": title, "rows": rows,

@@ -70,7 +70,7 @@ def mask_difference(ours, theirs):
     labels differ where neither is 255, pixels 255 in only one of them, and the class ids
     found in only one of them."""
     valid = (ours != IGNORE) & (theirs != IGNORE)
-    a, b = set(np.unique(ours).tolist()) - {0, IGNORE}, set(np.unique(theirs).tolist()) - {0, IGNORE}
+    a, b = (set(np.unique(m).tolist()) - {0, IGNORE} for m in (ours, theirs))
     return {"pixels": int(ours.size), "differ": int((valid & (ours != theirs)).sum()),
             "ignore_only_ours": int(((ours == IGNORE) & (theirs != IGNORE)).sum()),
             "ignore_only_provided": int(((theirs == IGNORE) & (ours != IGNORE)).sum()),
@@ -299,7 +299,7 @@ class COCO:
         label = {c: k + 1 for k, c in enumerate(self.cat_ids)}
         anns = api.loadAnns(api.getAnnIds(imgIds=int(self._image_id[n]), iscrowd=None))
         try:
-            with warnings.catch_warnings():  # pycocotools 2.0 + numpy 2: a DeprecationWarning per mask
+            with warnings.catch_warnings():  # pycocotools + numpy 2: a warning per mask
                 warnings.simplefilter("ignore", DeprecationWarning)
                 inst = [(label[a["category_id"]], bool(a.get("iscrowd", 0)), int(a["id"]),
                          api.annToMask(a).astype(bool)) for a in anns]

@@ -72,7 +72,8 @@ def rle_counts(mask):
 
 def _polygons(mask):
     """Outer contours of a mask as COCO polygons (through pixel centres)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
     return [(c.reshape(-1, 2) + 0.5).ravel().tolist() for c in contours if len(c) >= 3]
 
 
@@ -91,7 +92,7 @@ def encode_instance(mask, rng):
     else:
         rle = cm.encode(np.asfortranarray(mask.astype(np.uint8)))
         seg = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-    with warnings.catch_warnings():  # pycocotools 2.0 + numpy 2: a DeprecationWarning per mask
+    with warnings.catch_warnings():  # pycocotools + numpy 2: a warning per mask
         warnings.simplefilter("ignore", DeprecationWarning)
         return crowd, seg, cm.decode(rle).astype(bool)
 
@@ -142,7 +143,8 @@ def generate(out, seed=0, n_train=100, n_val=50, size=160, n_classes=80, quiet=F
             label = np.array([0] + [o["cls"] + 1 for o in r["instances"]], np.uint8)[r["inst"]]
             save_label_png(os.path.join(root, PROVIDED_MASKS, folder, f"{stem}.png"), label,
                            palette=False)
-        shuffled = [anns[i] for i in np.random.default_rng([seed, len(anns)]).permutation(len(anns))]
+        shuffle = np.random.default_rng([seed, len(anns)]).permutation(len(anns))
+        shuffled = [anns[i] for i in shuffle]
         data = {"info": {"description": "toy COCO 2014"}, "images": images,
                 "annotations": shuffled,
                 "categories": [{"id": cats[i][0], "name": cats[i][1], "supercategory": cats[i][2]}
