@@ -561,6 +561,7 @@ def run_case(name, size, a):
     r = CASES[name](size, dev, a)
     r["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     r["load"] = os.getloadavg()[0]  # other processes on the machine slow a case down
+    r["torch"] = torch.__version__
     if dev.type == "cuda":
         r["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(r))
@@ -686,7 +687,9 @@ def write_report(path, results, dev, a, seconds, ran=None):
     dates = sorted({r["date"] for r in results.values() if "date" in r})
     merged = "" if ran == len(results) else \
         (f" This run measured {ran} of the {len(results)} cases (`--only`); the others are the "
-         f"last results stored in bench/results.json (measured {', '.join(dates)}).")
+         f"last results stored in bench/results.json (measured {', '.join(dates)}; torch "
+         f"{', '.join(sorted({r['torch'] for r in results.values() if 'torch' in r}))} where "
+         f"recorded).")
     L = ["# Benchmarks", "", f"Written by `make bench` (`python bench/bench.py`) on "
          f"{time.strftime('%Y-%m-%d')}, in {seconds / 60:.1f} min.{merged}", "",
          f"Machine: {machine(dev)}. Device: {dev} ({mode}).", "",

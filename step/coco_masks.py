@@ -97,9 +97,10 @@ def _write_check(args, ds, ids):
                       / r["pixels"] for r in rows])
     same = int((share == 0).sum())
     worst = int(share.argmax())
-    return (f"{len(rows)} compared with the provided masks: {same} identical, "
-            f"{len(rows) - same} differ (mean {100 * share.mean():.2f} % of pixels, most "
-            f"{rows[worst]['id']} {100 * share[worst]:.1f} %) -> {path}")
+    differ = "" if same == len(rows) else \
+        (f", {len(rows) - same} differ (mean {100 * share.mean():.2f} % of pixels, most "
+         f"{rows[worst]['id']} {100 * share[worst]:.1f} %)")
+    return f"{len(rows)} compared with the provided masks: {same} identical{differ} -> {path}"
 
 
 def run(args):
