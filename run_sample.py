@@ -3,6 +3,7 @@
   python run_sample.py --demo                      # toy VOC, every step, CPU
   python run_sample.py --voc12_root VOC2012 --preset paper --steps 1-3
   torchrun --nproc_per_node 4 run_sample.py --voc12_root VOC2012 --steps train_cam
+  python run_sample.py --data_root coco2014 --preset paper_coco
   python run_sample.py --list_steps
 """
 import argparse
@@ -32,9 +33,10 @@ def parse_steps(spec):
             lo, hi = int(lo), int(hi or lo)
         except ValueError:
             raise PipelineError(f"--steps: unknown step '{part}'; see --list_steps") from None
-        if not 1 <= lo <= hi <= len(STEP_NAMES):
-            raise PipelineError(f"--steps: '{part}' outside 1-{len(STEP_NAMES)}; see --list_steps")
-        chosen.update(STEP_NAMES[lo - 1:hi])
+        if not 0 <= lo <= hi < len(STEP_NAMES):
+            raise PipelineError(f"--steps: '{part}' outside 0-{len(STEP_NAMES) - 1}; see "
+                                f"--list_steps")
+        chosen.update(STEP_NAMES[lo:hi + 1])
     return [n for n in STEP_NAMES if n in chosen]
 
 
@@ -69,9 +71,12 @@ def build_parser():
     g.add_argument("--demo", action="store_true",
                    help="generate the toy VOC under --work_dir if absent; run every step (toy)")
     g.add_argument("--voc12_root", "--data_root", dest="voc12_root", default=None,
-                   help="the dataset root: a VOC2012 folder (holds JPEGImages/), or a "
-                        "VOC-layout folder with its own classes.txt")
-    g.add_argument("--dataset", default=None, help="auto (from the root's layout) | voc")
+                   help="the dataset root: a VOC2012 folder (holds JPEGImages/), a "
+                        "VOC-layout folder with its own classes.txt, or a COCO 2014 folder "
+                        "(train2014/, val2014/, annotations/)")
+    g.add_argument("--dataset", default=None, help="auto (from the root's layout) | voc | coco")
+    g.add_argument("--coco_crowd", choices=["class", "ignore"], default="class",
+                   help="coco_masks: crowd regions take their class, or 255 (ignored)")
     g.add_argument("--work_dir", default=".", help="holds sess/ and result/")
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     g.add_argument("--seed", type=int, default=0)
@@ -227,7 +232,7 @@ def main(argv=None):
     record = runlog.start(args, argv)
     status = "error"
     try:
-        for name in parse_steps(args.steps or f"1-{len(STEP_NAMES)}"):
+        for name in parse_steps(args.steps or f"0-{len(STEP_NAMES) - 1}"):
             t0 = time.time()
             seed_everything(args.seed)  # a step's result must not depend on the steps run before it
             summary = importlib.import_module(f"step.{name}").run(args)

@@ -3,11 +3,15 @@
 FLOP/s of the trainers (PyTorch's flop counter; on CUDA as a share of the card's bf16
 peak), data loading in and out of the measurement, the side-by-side ratios (batched vs
 per-map ORANDNet, sparse vs dense random walk) and an estimate of the full paper-preset
-VOC run from the measured throughputs -> bench/RESULTS.md. Each case runs in a fresh
-process, so its peak memory is its own. Not a test.
+VOC run from the measured throughputs; at COCO size (640x480, 80 classes) what differs from
+VOC: the full-image inference stages, label loading for 82k images, the 80-class
+evaluation, and the paper_coco estimate -> bench/RESULTS.md. Each case runs in a fresh
+process, so its peak memory is its own. Every case's last result is kept in
+bench/results.json, so a run of some cases updates only their rows. Not a test.
 
   python bench/bench.py                      # every case, writes bench/RESULTS.md
-  python bench/bench.py --only train_cam     # cases whose name contains a string
+  python bench/bench.py --only train_cam     # cases whose 'name:size' contains a string
+  python bench/bench.py --only :coco         # the COCO-size cases
 """
 import argparse
 import contextlib
@@ -32,10 +36,15 @@ from pipeline.classifier import multilabel_loss  # noqa: E402
 from pipeline.config import PRESETS  # noqa: E402
 from voc12.classes import VOC_CLASSES  # noqa: E402
 
-TOY, PAPER = PRESETS["toy"], PRESETS["paper"]
-N_CLASSES = len(VOC_CLASSES)  # the benchmark runs the VOC configuration
-SIZES = {"toy": (120, 160), "voc": (375, 500)}  # (H, W) of the images each size runs on
+TOY, PAPER, PAPER_COCO = PRESETS["toy"], PRESETS["paper"], PRESETS["paper_coco"]
+SIZES = {"toy": (120, 160), "voc": (375, 500), "coco": (480, 640)}  # (H, W) of each size's images
+PRESET_OF = {"toy": TOY, "voc": PAPER, "coco": PAPER_COCO}
+# class count and the classes of the benchmark image (COCO averages 2.9 per image, VOC 1.5)
+CLASSES_OF = {"toy": (len(VOC_CLASSES), [0, 5]), "voc": (len(VOC_CLASSES), [0, 5]),
+              "coco": (80, [0, 5, 15])}
+N_CLASSES, KEYS = CLASSES_OF["voc"]  # set per case by run_case (one case per process)
 VOC_IMAGES = {"train": 1464, "val": 1449, "test": 1456, "train_aug": 10582}
+COCO_IMAGES = {"train": 82081, "val": 40137}  # the annotated images of COCO 2014
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0,
                     "4090": 165.2, "V100": 125.0}  # dense tensor-core bf16 (fp16 for V100)
 
@@ -125,7 +134,7 @@ def classifier_case(prefix, make_model, size, dev, a, cpu_voc_batch):
     """A classifier trainer (prefix cam or vit) with its preset's batch and crop; at VOC
     size also fed by the real loader."""
     toy = size == "toy"
-    p = TOY if toy else PAPER
+    p = PRESET_OF[size]
     batch = p[f"{prefix}_batch_size"] if toy or dev.type == "cuda" else cpu_voc_batch
     crop = p["cam_crop_size"] if prefix == "cam" else p["vit_img_size"]
     loader = None if toy else voc_loader(crop, p[f"{prefix}_resize_long"], batch, a.workers,
@@ -149,14 +158,14 @@ def c_train_cam(size, dev, a):
 
 def c_make_cam(size, dev, a):
     from net.resnet_cam import CAMNet, multiscale_cams
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     model = CAMNet(N_CLASSES, p["cam_backbone"], "none").eval().to(dev)
     imgs = [torch.randn(3, round(h * s), round(w * s), device=dev) for s in p["cam_scales"]]
 
     def fn():  # fp32, as the step
-        multiscale_cams(model, imgs, (h, w), [0, 5])
-    return {**infer_case(fn, dev), "model": f"{p['cam_backbone']}, {len(imgs)} scales x flip, 2 classes"}
+        multiscale_cams(model, imgs, (h, w), KEYS)
+    return {**infer_case(fn, dev), "model": f"{p['cam_backbone']}, {len(imgs)} scales x flip, {len(KEYS)} classes"}
 
 
 def _vit(p):
@@ -171,14 +180,14 @@ def c_train_vit(size, dev, a):
 
 def c_make_vit_cam(size, dev, a):
     from net.vit_cam import vit_cams
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     model = _vit(p).eval().to(dev)
     x = torch.randn(1, 3, p["vit_img_size"], p["vit_img_size"], device=dev)
 
     def fn():
         with autocast(dev):
-            vit_cams(model, x, [0, 5], p["vit_cam_method"])
-    return {"img_s": rate(fn, dev, 2, 1), "model": f"{p['vit_backbone']}, {p['vit_cam_method']}, 2 classes"}
+            vit_cams(model, x, KEYS, p["vit_cam_method"])
+    return {"img_s": rate(fn, dev, 2, 1), "model": f"{p['vit_backbone']}, {p['vit_cam_method']}, {len(KEYS)} classes"}
 
 
 def c_vit_cam_memory(size, dev, a):
@@ -187,7 +196,7 @@ def c_vit_cam_memory(size, dev, a):
     count. CUDA: the peak allocated per image; CPU: the process's peak RSS after each
     image (a high-water mark, so it can only stay or grow)."""
     from net.vit_cam import vit_cams
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     model = _vit(p).eval().to(dev)
     x = torch.randn(1, 3, p["vit_img_size"], p["vit_img_size"], device=dev)
     peaks = {}
@@ -224,7 +233,7 @@ def c_matmul_peak(size, dev, a):
 
 def c_train_orandnet(size, dev, a):
     from net.orandnet import build_orandnet, orand_loss
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     r = train_case(build_orandnet(p["orand_net"]),
                    lambda: {"or": torch.rand(2, 1, h, w), "and": torch.rand(2, h, w)},
@@ -234,7 +243,7 @@ def c_train_orandnet(size, dev, a):
 
 def c_make_orandnet_cam(size, dev, a):
     from net.orandnet import build_orandnet, orandnet_cams
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     model = build_orandnet(p["orand_net"]).eval().to(dev)
     maps = torch.rand(3, h, w)
@@ -247,16 +256,17 @@ def c_make_orandnet_cam(size, dev, a):
 
 def c_cam_to_ir_label(size, dev, a):
     from misc.crf import confident_labels
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    maps = rng.random((2, h, w), dtype=np.float32)
-    fn = lambda: confident_labels(img, maps, [0, 5], p["conf_fg_thres"], p["conf_bg_thres"])  # noqa
+    maps = rng.random((len(KEYS), h, w), dtype=np.float32)
+    fn = lambda: confident_labels(img, maps, KEYS, p["conf_fg_thres"], p["conf_bg_thres"])  # noqa
     one = rate(fn, torch.device("cpu"), 2, 1)
     # the step runs it in its --num_workers loader processes: one per CPU here
     return {"img_s": one * a.workers, "per_process_img_s": one,
-            "model": f"2 dense CRFs (numpy, CPU) in {a.workers} processes ({one:.3g} img/s each)"}
+            "model": f"2 dense CRFs of {len(KEYS) + 1} labels (numpy, CPU) in {a.workers} processes "
+                     f"({one:.3g} img/s each)"}
 
 
 def _boundary_net(p):
@@ -268,7 +278,7 @@ def _boundary_net(p):
 def c_train_irn(size, dev, a):
     from net.irn import affinity_loss, stride4_labels
     toy = size == "toy"
-    p = TOY if toy else PAPER
+    p = PRESET_OF[size]
     batch = p["irn_batch_size"] if toy or dev.type == "cuda" else 2
     crop, radius = p["irn_crop_size"], p["irn_radius"]
     model, bb = _boundary_net(p)
@@ -285,12 +295,12 @@ def c_train_irn(size, dev, a):
 
 def c_make_sem_seg_labels(size, dev, a):
     from net.irn import boundary_map, random_walk
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     model, bb = _boundary_net(p)
     model.eval().to(dev)
     x = torch.randn(3, h, w, device=dev)
-    cams = torch.rand(2, *strided_size(h, w), device=dev)
+    cams = torch.rand(len(KEYS), *strided_size(h, w), device=dev)
 
     def fn():
         e = boundary_map(model, x, p["irn_infer_pad"])
@@ -307,7 +317,7 @@ def _seg(p):
 
 def c_train_seg(size, dev, a):
     toy = size == "toy"
-    p = TOY if toy else PAPER
+    p = PRESET_OF[size]
     batch = p["seg_batch_size"] if toy or dev.type == "cuda" else 2
     crop = p["seg_crop_size"]
     r = train_case(_seg(p), lambda: {"img": torch.randn(batch, 3, crop, crop),
@@ -319,7 +329,7 @@ def c_train_seg(size, dev, a):
 
 def c_make_seg(size, dev, a):
     from net.deeplab import seg_probs
-    p = TOY if size == "toy" else PAPER
+    p = PRESET_OF[size]
     h, w = SIZES[size]
     model = _seg(p).eval().to(dev)
     imgs = [torch.randn(3, round(h * s), round(w * s)) for s in p["seg_infer_scales"]]
@@ -374,25 +384,187 @@ def c_loader(size, dev, a):
                      ", ".join(f"{w}: {v:.0f} img/s" for w, v in h.items())}
 
 
+def _coco_json(path, n_images, anns_per_image=7.37, poly_len=40):
+    """A synthetic instances JSON of COCO's size: n_images 640x480 images, COCO's instance
+    count (604,907 for train2014's 82,783 images) with polygons of poly_len numbers, about
+    COCO's bytes per instance. Written as text: no Python objects of its size are built."""
+    rng = np.random.default_rng(0)
+    poly = "[[" + ",".join(f"{v:.2f}" for v in rng.uniform(0, 480, poly_len)) + "]]"
+    per = rng.poisson(anns_per_image, n_images)
+    cats = rng.integers(1, 81, int(per.sum()))
+    with open(path, "w") as f:
+        f.write('{"images": [' + ",".join(
+            f'{{"id": {k}, "file_name": "COCO_train2014_{k:012d}.jpg", "height": 480, '
+            f'"width": 640}}' for k in range(n_images)) + '], "annotations": [')
+        n = 0
+        for k, m in enumerate(per):
+            for _ in range(m):
+                f.write(("," if n else "") + f'{{"id": {n}, "image_id": {k}, "category_id": '
+                        f'{cats[n]}, "iscrowd": 0, "area": 100.0, "bbox": [1.0, 2.0, 3.0, 4.0], '
+                        f'"segmentation": {poly}}}')
+                n += 1
+        f.write('], "categories": [' + ",".join(f'{{"id": {c}, "name": "c{c}"}}'
+                                                for c in range(1, 81)) + "]}")
+    return int(per.sum())
+
+
+def c_labels(size, dev, a):
+    """Image-level labels of COCO's 82,081 train images: the instance JSON parsed into the
+    reader's index (cold: the first run), the cached index read back and every label
+    handed out (warm: every later run), and the VOC-layout reader's label cache at the
+    same count (read once per run; it used to be decompressed once per image)."""
+    from voc12.coco import COCO
+    from voc12.dataloader import VOC
+    n = COCO_IMAGES["train"]
+    tmp = tempfile.mkdtemp(prefix="bench_labels_")
+    root, cache = os.path.join(tmp, "coco"), os.path.join(tmp, "result")
+    os.makedirs(os.path.join(root, "annotations"))
+    path = os.path.join(root, "annotations", "instances_train2014.json")
+    n_ann = _coco_json(path, n)
+    t0 = time.perf_counter()
+    COCO(root, cache).labels(COCO(root, cache).ids("train_all"))  # second open: the cache
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ds = COCO(root, cache)
+    ds.labels(ds.ids("train_all"))
+    warm = time.perf_counter() - t0
+    # the VOC reader's cache of as many images, written as its _save_cache writes it
+    voc = os.path.join(tmp, "voc")
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Segmentation"):
+        os.makedirs(os.path.join(voc, sub))
+    v = VOC(voc, cache)
+    rng = np.random.default_rng(0)
+    v._labels = {f"{k:06d}": np.flatnonzero(rng.random(20) < 0.08) for k in range(n)}
+    v._save_cache()
+    t0 = time.perf_counter()
+    got = VOC(voc, cache).labels(list(v._labels))
+    voc_s = time.perf_counter() - t0
+    assert len(got) == n
+    # how the cache used to be read: the whole label array read from the npz once per image
+    k = 300
+    with np.load(os.path.join(cache, "cls_labels.npz"), allow_pickle=False) as z:
+        t0 = time.perf_counter()
+        for m in range(k):
+            z["labels"][m].nonzero()
+        old_s = (time.perf_counter() - t0) / k * n
+    return {"img_s": n / warm, "cold_s": cold, "warm_s": warm, "voc_cache_s": voc_s,
+            "voc_cache_old_s": old_s,
+            "json_mib": os.path.getsize(path) / 2**20, "n_ann": n_ann,
+            "model": f"{n} images, {n_ann} instances, {os.path.getsize(path) / 2**20:.0f} MiB JSON"}
+
+
+def c_coco_masks(size, dev, a):
+    """Step coco_masks per image: the instance JSON converted by the rule (pycocotools
+    decodes ~7 polygons of COCO size, painted largest first) and the PNG written, then the
+    comparison with a provided mask (two PNGs read)."""
+    from misc.imutils import read_label, save_label_png
+    from voc12.coco import COCO, mask_difference
+    tmp = tempfile.mkdtemp(prefix="bench_masks_")
+    root = os.path.join(tmp, "coco")
+    os.makedirs(os.path.join(root, "annotations"))
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for k in range(40):
+        images.append({"id": k, "file_name": f"COCO_train2014_{k:012d}.jpg", "height": 480,
+                       "width": 640})
+        for _ in range(7):  # COCO: 7.3 instances per image, polygons of ~20 vertices
+            cx, cy, r = rng.uniform(100, 540), rng.uniform(100, 380), rng.uniform(20, 120)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, 20))
+            poly = np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1).ravel().tolist()
+            anns.append({"id": len(anns) + 1, "image_id": k, "category_id": int(rng.integers(1, 81)),
+                         "iscrowd": 0, "segmentation": [poly]})
+    with open(os.path.join(root, "annotations", "instances_train2014.json"), "w") as f:
+        json.dump({"images": images, "annotations": anns,
+                   "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)]}, f)
+    ds = COCO(root, os.path.join(tmp, "result"))
+    ids = ds.ids("train")
+    ds.load_api("train2014")
+    it = iter(ids * 100)
+
+    def convert():
+        i = next(it)
+        save_label_png(os.path.join(tmp, "out", f"{i}.png"), ds.convert_mask(i))
+    conv = rate(convert, torch.device("cpu"), 10, 1)
+    a_png, b_png = os.path.join(tmp, "out", f"{ids[0]}.png"), os.path.join(tmp, "out", f"{ids[1]}.png")
+    cmp_ = rate(lambda: mask_difference(read_label(a_png), read_label(b_png)), torch.device("cpu"), 10, 1)
+    return {"img_s": conv, "compare_img_s": cmp_,
+            "model": f"640x480, 7 polygons per image; compared with a provided mask: {cmp_:.3g} img/s"}
+
+
+def c_eval_classes(size, dev, a):
+    """One image of a CAM evaluation as cam_record does it (read the CAM file and the mask,
+    one confusion matrix per threshold of the sweep) at COCO size with COCO's 81 labels,
+    against VOC's 21 on the same files; and the scores of 20 summed 81x81 matrices."""
+    from misc.cam_io import load_cam, save_cam
+    from misc.imutils import read_label, save_label_png
+    from misc.metrics import SWEEP_THRESHOLDS, scores, sweep_confusions
+    h, w = SIZES[size]
+    rng = np.random.default_rng(0)
+    tmp = tempfile.mkdtemp(prefix="bench_eval_")
+    maps = rng.random((len(KEYS), h, w), dtype=np.float32)
+    save_cam(os.path.join(tmp, "c.npz"), KEYS, maps[:, ::4, ::4], maps)
+    gt = np.zeros((h, w), np.uint8)
+    for k, c in enumerate(KEYS):  # one blob per class, borders of 255
+        gt[40 + 120 * k:140 + 120 * k, 60:400] = c + 1
+    gt[38:40] = 255
+    save_label_png(os.path.join(tmp, "m.png"), gt)
+    thr = sorted(set(SWEEP_THRESHOLDS) | {0.25})
+    out, conf = {}, {}
+    for n in (N_CLASSES + 1, len(VOC_CLASSES) + 1) * 2:  # alternated, the best of two
+        conf[n] = np.zeros((len(thr), n, n), np.int64)
+
+        def one():  # noqa: B023
+            c = load_cam(os.path.join(tmp, "c.npz"), KEYS, n - 1)
+            conf[n] += sweep_confusions(c["high_res"], c["keys"], read_label(
+                os.path.join(tmp, "m.png")), thr, n)
+        out[n] = max(out.get(n, 0), rate(one, torch.device("cpu"), 5, 1))
+    t0 = time.perf_counter()
+    for m in conf[N_CLASSES + 1]:
+        scores(m)
+    return {"img_s": out[N_CLASSES + 1], "voc_labels_img_s": out[len(VOC_CLASSES) + 1],
+            "scores_s": time.perf_counter() - t0, "thresholds": len(thr),
+            "model": f"{h}x{w}, {len(KEYS)} classes present, {len(thr)} thresholds, "
+                     f"{N_CLASSES + 1} labels ({len(VOC_CLASSES) + 1} labels: "
+                     f"{out[len(VOC_CLASSES) + 1]:.3g} img/s)"}
+
+
 CASES = {"matmul_peak": c_matmul_peak, "loader": c_loader, "train_cam": c_train_cam, "make_cam": c_make_cam, "train_vit": c_train_vit,
          "make_vit_cam": c_make_vit_cam, "train_orandnet": c_train_orandnet,
          "make_orandnet_cam": c_make_orandnet_cam, "cam_to_ir_label": c_cam_to_ir_label,
          "train_irn": c_train_irn, "make_sem_seg_labels": c_make_sem_seg_labels,
          "train_seg": c_train_seg, "make_seg": c_make_seg,
          "walk_sparse": c_walk("sparse"), "walk_dense": c_walk("dense"),
-         "vit_cam_memory": c_vit_cam_memory}
+         "vit_cam_memory": c_vit_cam_memory, "labels": c_labels, "eval_classes": c_eval_classes,
+         "coco_masks": c_coco_masks}
 VOC_ONLY = ("loader", "matmul_peak", "vit_cam_memory")  # about VOC-size inputs or the card
-OWN_SECTION = ("walk_", "loader", "matmul_peak", "vit_cam_memory")  # reported apart
+# at COCO size only what differs from VOC: the full-image inference stages (more pixels,
+# more classes per image), label loading and the 80-class evaluation; the trainers see
+# fixed crops, as on VOC, so the COCO estimate takes their VOC-size rows
+COCO_CASES = ("make_cam", "make_vit_cam", "make_orandnet_cam", "cam_to_ir_label",
+              "make_sem_seg_labels", "make_seg", "labels", "eval_classes", "coco_masks")
+COCO_ONLY = ("labels", "eval_classes", "coco_masks")
+OWN_SECTION = ("walk_", "loader", "matmul_peak", "vit_cam_memory", "labels", "eval_classes")
+
+
+def runs_at(name, size):
+    """Whether case `name` runs at `size`."""
+    if size == "coco":
+        return name in COCO_CASES
+    return name not in COCO_ONLY and not (size == "toy" and name in VOC_ONLY)
 
 
 def run_case(name, size, a):
     """Run one case in this process; print its result as one JSON line."""
+    global N_CLASSES, KEYS
+    N_CLASSES, KEYS = CLASSES_OF[size]
     dev = resolve_device(a.device)
     torch.manual_seed(0)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     r = CASES[name](size, dev, a)
     r["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    r["load"] = os.getloadavg()[0]  # other processes on the machine slow a case down
+    r["torch"] = torch.__version__
     if dev.type == "cuda":
         r["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(r))
@@ -423,30 +595,110 @@ def peak_tflops(dev, flag, results):
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None), "the datasheet"
 
 
-def estimate(results):
-    """Hours of each stage of the paper preset on VOC: images x epochs / measured img/s."""
-    aug = VOC_IMAGES["train_aug"]
-    work = {"train_cam": aug * PAPER["cam_epochs"], "make_cam": aug,
-            "train_vit": aug * PAPER["vit_epochs"], "make_vit_cam": aug,
-            "train_orandnet": PAPER["orand_iters"], "make_orandnet_cam": aug,
-            "cam_to_ir_label": aug, "train_irn": aug * PAPER["irn_epochs"],
-            "make_sem_seg_labels": aug, "train_seg": aug * PAPER["seg_epochs"],
-            "make_seg": VOC_IMAGES["val"] + VOC_IMAGES["test"]}
+def estimate(results, size="voc"):
+    """Hours of each stage of the paper preset on VOC (size 'voc': train_aug) or of
+    paper_coco on COCO (size 'coco': the 82,081 annotated train images, val predicted,
+    plus the 7 CAM evaluations of the train images): images x epochs / measured img/s. At
+    COCO size a stage measured only at VOC size (the trainers, on fixed crops) takes its
+    VOC-size rate."""
+    p = PRESET_OF[size]
+    n = VOC_IMAGES["train_aug"] if size == "voc" else COCO_IMAGES["train"]
+    work = {"train_cam": n * p["cam_epochs"], "make_cam": n,
+            "train_vit": n * p["vit_epochs"], "make_vit_cam": n,
+            "train_orandnet": p["orand_iters"], "make_orandnet_cam": n,
+            "cam_to_ir_label": n, "train_irn": n * p["irn_epochs"],
+            "make_sem_seg_labels": n, "train_seg": n * p["seg_epochs"],
+            "make_seg": VOC_IMAGES["val"] + VOC_IMAGES["test"] if size == "voc" else
+            COCO_IMAGES["val"]}
+    if size == "coco":  # cam, vit_cam, naive, OR, AND, ORANDNet, ORANDNet again before IRN
+        work["evaluations (eval_classes)"] = 7 * n
+        work = {"coco_masks": n + COCO_IMAGES["val"], **work}  # step 0: both lists converted
     rows = []
-    for stage, n in work.items():
-        r = results.get((stage, "voc"))
-        rows.append((stage, n, r["img_s"] if r else None, n / r["img_s"] / 3600 if r else None))
+    for stage, k in work.items():
+        at = measured_at(results, stage, size)
+        r = results.get((_case(stage), at))
+        rows.append((stage, k, r["img_s"] if r else None, k / r["img_s"] / 3600 if r else None))
     return rows
 
 
-def write_report(path, results, dev, a, seconds):
+def _case(stage):
+    return "eval_classes" if stage.startswith("evaluations") else stage
+
+
+def measured_at(results, stage, size="coco"):
+    """The size whose row an estimate row takes: its own, else (COCO) the VOC one."""
+    case = _case(stage)
+    return size if (case, size) in results else "voc" if (case, "voc") in results else "—"
+
+
+def coco_section(results):
+    """The report's MS COCO 2014 part: label loading at 82k images, the 80-class
+    evaluation, and the paper_coco estimate (empty without COCO-size results)."""
+    if not any(size == "coco" for _, size in results):
+        return []
+    L = ["## MS COCO 2014 (paper_coco)", "",
+         "Where COCO differs from VOC: 82,081 training images with labels and masks, 80 "
+         "classes (2.9 per image on average, 1.5 on VOC), 640x480 images. The inference "
+         "stages at COCO size are rows `coco` of the first table (3 classes per image; the "
+         "CRF of make_seg over 81 labels)."]
+    r = results.get(("labels", "coco"))
+    if r:
+        L += ["", "| image-level labels of 82,081 images | seconds |", "|---|---|",
+              f"| COCO: instance JSON parsed into the index (first run; {r['json_mib']:.0f} MiB, "
+              f"{r['n_ann']} instances) | {r['cold_s']:.1f} |",
+              f"| COCO: cached index read, all labels handed out (every later run) | "
+              f"{r['warm_s']:.2f} |",
+              f"| VOC layout: label cache read, all labels handed out | {r['voc_cache_s']:.2f} |"]
+        if "voc_cache_old_s" in r:
+            L.append(f"| VOC layout, as the cache was read before (its label array read once "
+                     f"per image; timed on 300, times 82,081) | {r['voc_cache_old_s']:.0f} |")
+    r = results.get(("coco_masks", "coco"))
+    if r:
+        L += ["", f"Step 0, coco_masks ({r['model']}): {r['img_s']:.3g} img/s converted and "
+              f"written in one process; it runs in --num_workers loader processes."]
+    r = results.get(("eval_classes", "coco"))
+    if r:
+        L += ["", f"One image of a CAM evaluation ({r['model']}): {1 / r['img_s']:.3f} s at "
+              f"81 labels, {1 / r['voc_labels_img_s']:.3f} s at 21 (one pass over the pixels "
+              f"for all {r['thresholds']} thresholds; the matrices grow with the square of the "
+              f"labels, the pixel work does not). Scores of the {r['thresholds']} summed "
+              f"81x81 matrices: {r['scores_s'] * 1e3:.1f} ms."]
+    loads = [r["load"] for (_, z), r in results.items() if z == "coco" and "load" in r]
+    if loads:
+        L += ["", f"The COCO-size cases ran with a 1-minute load average of {min(loads):.1f}-"
+              f"{max(loads):.1f} on {os.cpu_count()} CPUs (other sessions sharing the machine: "
+              "a load above the CPU count slows every case); rows without a recorded load "
+              "(`load` in bench/results.json) come from earlier runs: compare speeds across "
+              "runs with that in mind."]
+    L += ["", "### Estimate of the full paper_coco run on this machine", "",
+          f"{COCO_IMAGES['train']} train images x the preset's epochs (IRN and the segmenter "
+          f"train on all of them), {COCO_IMAGES['val']} val images predicted; trainers at their "
+          "VOC-size rate (same crops), inference at COCO size.", "",
+          "| stage | images processed | img/s | measured at | hours |", "|---|---|---|---|---|"]
+    total = 0.0
+    for stage, n, ips, hours in estimate(results, "coco"):
+        total += hours or 0
+        L.append(f"| {stage} | {n} | {ips and f'{ips:.3g}' or 'not measured'} | "
+                 f"{measured_at(results, stage)} | {hours and f'{hours:.1f}' or '—'} |")
+    return L + [f"| **total** | | | | **{total:.1f}** |", ""]
+
+
+def write_report(path, results, dev, a, seconds, ran=None):
     peak, peak_from = peak_tflops(dev, a.peak_tflops, results)
     mode = "bf16 autocast + channels_last" if dev.type == "cuda" else "fp32"
+    ran = len(results) if ran is None else ran
+    dates = sorted({r["date"] for r in results.values() if "date" in r})
+    merged = "" if ran == len(results) else \
+        (f" This run measured {ran} of the {len(results)} cases (`--only`); the others are the "
+         f"last results stored in bench/results.json (measured {', '.join(dates)}; torch "
+         f"{', '.join(sorted({r['torch'] for r in results.values() if 'torch' in r}))} where "
+         f"recorded).")
     L = ["# Benchmarks", "", f"Written by `make bench` (`python bench/bench.py`) on "
-         f"{time.strftime('%Y-%m-%d')}, in {seconds / 60:.1f} min.", "",
+         f"{time.strftime('%Y-%m-%d')}, in {seconds / 60:.1f} min.{merged}", "",
          f"Machine: {machine(dev)}. Device: {dev} ({mode}).", "",
          "Toy size: the toy preset's models on 160x120 images; VOC size: the paper preset's "
-         "models on 500x375 images (random weights and inputs: speed does not depend on them). "
+         "models on 500x375 images; COCO size: the paper_coco preset's on 640x480 images with "
+         "80 classes, 3 per image (random weights and inputs: speed does not depend on them). "
          "On CPU the VOC-size trainers run smaller batches than the preset (marked in the "
          "model column). Every case runs in a fresh process: peak RSS is that case's alone.", "",
          f"The bf16 peak of the last column: {peak and f'{peak:.0f} TFLOP/s, from {peak_from}'}. "
@@ -514,6 +766,7 @@ def write_report(path, results, dev, a, seconds):
         L.append(f"| {stage} | {n} | {ips and f'{ips:.3g}' or 'not measured'} | "
                  f"{hours and f'{hours:.1f}' or '—'} |")
     L += [f"| **total** | | | **{total:.1f}** |", ""]
+    L += coco_section(results)
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(L))
     os.replace(path + ".tmp", path)
@@ -523,7 +776,7 @@ def write_report(path, results, dev, a, seconds):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", default="", help="run the cases whose 'stage:size' contains this")
-    p.add_argument("--sizes", default="toy,voc")
+    p.add_argument("--sizes", default="toy,voc,coco")
     p.add_argument("--device", default="auto")
     p.add_argument("--iters", type=int, default=None,
                    help="timed training steps per case (default: 10 on CUDA, 2 on CPU)")
@@ -531,6 +784,8 @@ def main():
                    help="loader processes of the data-loading rows")
     p.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 peak")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    p.add_argument("--fresh", action="store_true",
+                   help="report this run's cases only (default: merged into the stored ones)")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: one case
     a = p.parse_args()
     if a.iters is None:
@@ -540,7 +795,7 @@ def main():
     t0, results = time.time(), {}
     for size in a.sizes.split(","):
         for name in CASES:
-            if a.only not in f"{name}:{size}" or (size == "toy" and name in VOC_ONLY):
+            if a.only not in f"{name}:{size}" or not runs_at(name, size):
                 continue
             cmd = [sys.executable, __file__, "--case", f"{name}:{size}", "--device", a.device,
                    "--iters", str(a.iters), "--workers", str(a.workers)]
@@ -549,9 +804,20 @@ def main():
             if line is None:
                 print(f"{name}:{size} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
                 continue
-            results[(name, size)] = json.loads(line[7:])
+            results[(name, size)] = {**json.loads(line[7:]), "date": time.strftime("%Y-%m-%d")}
             print(f"{name}:{size} {results[(name, size)]['img_s']:.3g} img/s", flush=True)
-    print(write_report(a.out, results, resolve_device(a.device), a, time.time() - t0))
+    ran = len(results)
+    # every case's last result is kept (bench/results.json): a run of some cases (--only)
+    # updates their rows and leaves the others as measured before
+    store = os.path.join(os.path.dirname(os.path.abspath(a.out)), "results.json")
+    old = {} if a.fresh or not os.path.exists(store) else \
+        {tuple(k.split(":")): v for k, v in json.load(open(store)).items()}
+    results = {**old, **results}
+    os.makedirs(os.path.dirname(store), exist_ok=True)
+    with open(store + ".tmp", "w") as f:
+        json.dump({f"{n}:{z}": v for (n, z), v in results.items()}, f, indent=1)
+    os.replace(store + ".tmp", store)
+    print(write_report(a.out, results, resolve_device(a.device), a, time.time() - t0, ran))
 
 
 if __name__ == "__main__":

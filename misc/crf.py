@@ -25,6 +25,8 @@ def confident_labels(img, maps, keys, fg_thres, bg_thres):
     (background-confident). Confident class where the first says foreground, 0 where
     both say background, 255 elsewhere. Returns HxW uint8 label ids."""
     ids = np.concatenate([[0], np.asarray(keys, np.int64) + 1])
+    if len(ids) == 1:  # an image without labels: confidently all background, no CRF of 1 label
+        return np.zeros(np.shape(maps)[1:], np.uint8)
 
     def crf_at(thres):
         return ids[crf_labels(img, cam_argmax(maps, thres), len(ids))]

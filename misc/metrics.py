@@ -55,13 +55,28 @@ def cam_to_label(maps, keys, threshold):
 
 def sweep_confusions(maps, keys, gt, thresholds, n):
     """One n x n confusion matrix per background threshold, for one image (T, n, n).
-    Same tie rule as cam_to_label: background wins when a map equals the threshold."""
+    Same tie rule as cam_to_label: background wins when a map equals the threshold.
+    One pass over the pixels whatever the number of thresholds: each pixel's winning
+    class and how many thresholds lie below its score are histogrammed, and threshold j's
+    matrix sums the pixels above it (their class) and below it (background)."""
     maps = np.asarray(maps, np.float32)
-    if len(maps) == 0:
-        return np.stack([confusion(np.zeros(gt.shape, np.uint8), gt, n) for _ in thresholds])
-    top, arg = maps.max(0), (np.asarray(keys, np.int64) + 1)[maps.argmax(0)]
+    gt = np.asarray(gt).ravel().astype(np.int64)
+    keep = gt != IGNORE
     # compare in float32 like cam_to_label, whatever the type of t (np.float64 included)
-    return np.stack([confusion(np.where(top > np.float32(t), arg, 0), gt, n) for t in thresholds])
+    t = np.asarray(thresholds, np.float64).astype(np.float32)
+    order = np.argsort(t, kind="stable")
+    if len(maps) == 0:
+        return np.repeat(confusion(np.zeros(gt.shape, np.uint8), gt, n)[None], len(t), 0)
+    top = maps.max(0).ravel()[keep]
+    arg = (np.asarray(keys, np.int64) + 1)[maps.argmax(0).ravel()[keep]]
+    below = np.searchsorted(t[order], top, side="left")  # thresholds strictly below the score
+    hist = np.bincount((below * n + gt[keep]) * n + arg,
+                       minlength=(len(t) + 1) * n * n).reshape(len(t) + 1, n, n)
+    out = np.cumsum(hist[::-1], 0)[::-1][1:].copy()  # j-th: pixels with more than j below
+    out[:, :, 0] += np.cumsum(hist.sum(2), 0)[:-1]   # the others are background
+    res = np.empty_like(out)
+    res[order] = out
+    return res
 
 
 def format_table(rows, columns=("miou", "mprecision", "mrecall", "threshold")):

@@ -2,7 +2,8 @@
 command line overrides its preset value. `paper` reproduces the reference
 implementation on real VOC with a GPU (docs/FIDELITY.md says where each value comes
 from); `toy` overrides what must differ to run the whole pipeline on the generated
-toy VOC on 2 CPU cores."""
+toy VOC on 2 CPU cores; `paper_coco` and `toy_coco` are their MS COCO 2014 variants
+(overrides only, each with where it comes from)."""
 
 PAPER = dict(
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
@@ -93,7 +94,39 @@ TOY = dict(
     seg_infer_scales=(1.0,),
 )
 
-PRESETS = {"paper": PAPER, "toy": TOY}
+# MS COCO 2014 (80 classes; README "MS COCO 2014"). What ORANDNet's reference computes on
+# COCO (script/irn_coco.sh run through main.py and irn/*.py; it publishes no COCO script
+# for the classifiers, ORANDNet or a segmenter, so those keep the VOC values above). Read
+# from the code, not from the script's flags alone:
+#  - conf_fg_thres / conf_bg_thres stay 0.30 / 0.05: the script passes --fg_seg_bg_thres
+#    0.45 --bg_seg_bg_thres 0.15, but irn/cam_to_ir_label.py reads args.conf_fg_thres and
+#    args.conf_bg_thres (main.py defaults 0.30 / 0.05); 0.45 / 0.15 are AMN's COCO values
+#    (gaviotas/AMN, branch coco14, run_sample_coco.py), the script's evident intent;
+#  - sem_seg_bg_thres stays 0.30: irn/make_sem_seg_labels.py reads args.sem_seg_bg_thres
+#    (main.py default 0.30), not the --thres 0.6 the script passes; its evaluation pass then
+#    rewrites the pseudo-masks at --thres 61, which (the 0.01 scaling loop of eval_irn.py
+#    commented out) makes every pixel background of walked maps scaled to max 1;
+#  - the boundary net sees the image unpadded: EdgeDisplacement.forward(x, coco=True) skips
+#    the 512x512 zero-padding of VOC images (COCO's are up to 640 px); our make_sem_seg_labels
+#    never pads.
+PAPER_COCO = dict(
+    PAPER,
+    dataset="coco",
+    # metadata/coco/train.txt (82,081 annotated train2014 images) for TRAIN_DATA and
+    # INFER_DATA; pseudo-masks scored on them (GT_ROOT = SegmentationClass/train2014)
+    train_list="train", infer_list="train", eval_list="train",
+    # irn_coco.sh: --irn_learning_rate 0.2828 reaches train_irn.py; its --batch_size 256
+    # does not (train_irn.py reads args.irn_batch_size, main.py default 16)
+    irn_lr=0.2828, irn_batch_size=16,
+    # no test server for COCO semantic segmentation: the segmenter is scored on val2014's
+    # 40,137 annotated images, as COCO WSSS papers report it
+    seg_splits="val", seg_eval_list="val",
+)
+
+# The toy preset on the toy COCO (python -m voc12.toy_coco): COCO's splits, no test list
+TOY_COCO = dict(TOY, dataset="coco", train_list="train", seg_splits="val", seg_eval_list="val")
+
+PRESETS = {"paper": PAPER, "toy": TOY, "paper_coco": PAPER_COCO, "toy_coco": TOY_COCO}
 
 
 def apply_preset(args):

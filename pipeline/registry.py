@@ -53,6 +53,7 @@ def _ensemble(args):
 
 
 OUTPUTS = (
+    Output("coco_masks", "labels"),  # COCO's ground truth converted from the instance JSON
     Output("cam.pth", "weights"),
     Output("cam", "cams", "ResNet CAM", "cam_eval_thres", offset=0.0,
            protocol=lambda a: {"scales": list(a.cam_scales), "flip": True, "crf": False}),
@@ -88,7 +89,9 @@ class Step:
     evaluates: tuple = ()
 
 
-STEPS = (
+STEPS = (  # numbered from 0: step 0 prepares COCO's masks, a no-op on VOC-layout roots
+    Step("coco_masks", ("annotations/instances_*2014.json", "eval_list + seg_eval_list ids"),
+         ("coco_masks", "result/coco_masks_check.csv")),
     Step("train_cam", ("train_list images + labels",), ("cam.pth",)),
     Step("make_cam", ("cam.pth", "infer_list images"), ("cam",)),
     Step("eval_cam", ("eval_list masks",), evaluates=("cam",)),
@@ -254,7 +257,7 @@ def describe(token, record=False, write=False):
 def step_table():
     """(number, name, reads, writes) rows of --list_steps and README."""
     rows = []
-    for n, s in enumerate(STEPS, 1):
+    for n, s in enumerate(STEPS):
         reads = [describe(t) for t in s.evaluates + s.reads]
         writes = [describe(w, write=True) for w in s.writes]
         writes += [describe(t, record=True) for t in s.evaluates]

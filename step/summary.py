@@ -9,10 +9,11 @@ import time
 
 from misc.fileio import atomic_path
 from misc.torchutils import is_main
+from pipeline import dataset
 from pipeline.report import collect, read_json
 
-PAPER = ("Paper (PASCAL VOC 2012, ResNet-50 + ViT CAMs): segmenter 70.3 val / 72.1 test mIoU; "
-         "+6.8 val over the IRN baseline.")
+PAPER = {"PASCAL VOC 2012": "Paper (PASCAL VOC 2012, ResNet-50 + ViT CAMs): segmenter 70.3 val "
+                            "/ 72.1 test mIoU; +6.8 val over the IRN baseline."}
 
 
 def _pct(v):
@@ -28,7 +29,7 @@ def _secs(steps):
     return " + ".join(f"{s} {fmt(t)}" for s, t in done.items()), fmt(sum(done.values()))
 
 
-def markdown(rows, times, header):
+def markdown(rows, times, header, paper=""):
     """The summary as markdown: the stage table, then every step's wall time."""
     out = [header, "",
            "| stage | evaluated on | threshold | mIoU | precision | recall | mIoU at the fixed "
@@ -49,8 +50,25 @@ def markdown(rows, times, header):
             "| step | wall time (s) |", "|---|---|"]
     out += [f"| {s} | {t:.1f} |" for s, t in times.items()]
     out += [f"| **total** | **{sum(times.values()):.1f}** |", ""]
-    out += protocol_card(rows) + ["", PAPER, ""]
+    out += protocol_card(rows) + [""] + per_class(rows) + [paper, ""]
     return "\n".join(out)
+
+
+def per_class(rows):
+    """Per-class IoU of the label stages (pseudo-masks, segmenter) under the dataset's class
+    names; classes no stage scored are left out (at COCO's 80 classes the table stays as
+    long as the classes present)."""
+    scored = [r for r in rows if r["kind"] == "mask" and r["per_class_iou"]]
+    if not scored:
+        return []
+    names = scored[0]["class_names"]
+    out = ["## Per-class IoU", "", "| class | " + " | ".join(r["stage"] for r in scored) + " |",
+           "|---|" + "---|" * len(scored)]
+    for k, name in enumerate(names):
+        v = [r["per_class_iou"][k] if k < len(r["per_class_iou"]) else None for r in scored]
+        if any(x is not None for x in v):
+            out.append(f"| {name} | " + " | ".join(_pct(x) for x in v) + " |")
+    return out + [""]
 
 
 def _cell(v):
@@ -88,13 +106,17 @@ def run(args):
         return "written on rank 0"
     times = read_json(os.path.join(args.result_dir, "step_times.json")) or {}
     rows = collect(args, times)
+    title = dataset(args).title
     header = (f"# ORANDNet run summary\n\n{time.strftime('%Y-%m-%d %H:%M')}, preset "
-              f"`{args.preset}`, seed {args.seed}, device {args.device}, dataset root "
-              f"`{args.voc12_root}`.")
-    text = markdown(rows, times, header)
+              f"`{args.preset}`, seed {args.seed}, device {args.device}, dataset {title} "
+              f"(`{args.voc12_root}`).")
+    paper = PAPER.get(title, f"The paper's numbers in our sources are for PASCAL VOC 2012 "
+                             f"only; none to compare with on {title}.")
+    text = markdown(rows, times, header, paper)
     for name, body in (("summary.md", text),
                        ("summary.json", json.dumps({"preset": args.preset, "seed": args.seed,
-                                                    "rows": rows, "step_times": times},
+                                                    "dataset": title, "rows": rows,
+                                                    "step_times": times},
                                                    indent=1))):
         path = os.path.join(args.result_dir, name)
         with atomic_path(path) as tmp, open(tmp, "w") as f:

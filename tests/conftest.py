@@ -36,11 +36,11 @@ def toy_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def full_run(toy_root, tmp_path_factory):
-    """Work dir (pathlib) of one tiny run of every step, 1 to the last, on the toy root."""
+    """Work dir (pathlib) of one tiny run of every step, 0 to the last, on the toy root."""
     import run_sample
     work = tmp_path_factory.mktemp("full_run")
     run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *TINY,
-                     "--steps", f"1-{len(run_sample.STEP_NAMES)}"])
+                     "--steps", f"0-{len(run_sample.STEP_NAMES) - 1}"])
     return work
 
 

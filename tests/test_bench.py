@@ -36,3 +36,17 @@ def test_estimate_is_images_times_epochs_over_measured_speed(tmp_path):
     total = sum(r[3] or 0 for r in rows.values())
     assert f"| **total** | | | **{total:.1f}** |" in text
     assert "| train_irn | 31746 | not measured | — |" in text
+
+
+def test_coco_estimate_takes_coco_rows_where_measured_else_voc_ones(tmp_path):
+    results = {("train_cam", "voc"): {"img_s": 2.0}, ("make_cam", "voc"): {"img_s": 9.0},
+               ("make_cam", "coco"): {"img_s": 1.0}, ("eval_classes", "coco"): {"img_s": 7.0}}
+    rows = {r[0]: r for r in bench.estimate(results, "coco")}
+    n, p = bench.COCO_IMAGES["train"], PRESETS["paper_coco"]
+    assert rows["train_cam"][1:] == (n * p["cam_epochs"], 2.0, n * p["cam_epochs"] / 2 / 3600)
+    assert rows["make_cam"][2] == 1.0 and rows["make_seg"][1] == bench.COCO_IMAGES["val"]
+    assert rows["evaluations (eval_classes)"][1:3] == (7 * n, 7.0)
+    assert bench.measured_at(results, "train_cam") == "voc"
+    assert bench.measured_at(results, "make_cam") == "coco"
+    assert not bench.runs_at("train_cam", "coco") and bench.runs_at("make_seg", "coco")
+    assert not bench.runs_at("labels", "voc") and bench.runs_at("labels", "coco")

@@ -49,7 +49,8 @@ def test_parse_steps_ranges_names_and_errors():
     assert run_sample.parse_steps("1-3") == ["train_cam", "make_cam", "eval_cam"]
     assert run_sample.parse_steps("eval_cam,train_cam") == ["train_cam", "eval_cam"]
     assert run_sample.parse_steps("2") == ["make_cam"]
-    for bad in ("0-2", "1-99", "nonsense"):
+    assert run_sample.parse_steps("0-1") == ["coco_masks", "train_cam"]  # step 0: COCO masks
+    for bad in ("3-2", "1-99", "23", "nonsense"):
         with pytest.raises(PipelineError, match="--steps"):
             run_sample.parse_steps(bad)
 

@@ -105,6 +105,30 @@ def test_sweep_confusions_equals_thresholding(k):
         assert not np.array_equal(got[0], got[-1])  # the threshold changes the prediction
     # numpy float64 thresholds (e.g. from np.arange) follow the same float32 tie rule
     assert np.array_equal(sweep_confusions(maps, keys, gt, np.array(thresholds), N_LABELS), expected)
+    # thresholds in any order, repeated: one matrix each, in the order given
+    shuffled = [0.5, 0.05, 0.95, 0.5, 0.3]
+    assert np.array_equal(sweep_confusions(maps, keys, gt, shuffled, N_LABELS),
+                          np.stack([expected[thresholds.index(t)] for t in shuffled]))
+
+
+def test_scores_with_80_classes_by_hand():
+    """COCO's 80 classes: classes neither in the ground truth nor predicted have no score
+    and stay out of the means; a prediction on an ignored pixel does not count."""
+    gt = np.array([[0, 1, 1, 40], [80, 80, IGNORE, 0]])
+    pred = np.array([[0, 1, 40, 40], [80, 0, 3, 0]])
+    conf = confusion(pred, gt, 81)
+    assert conf.shape == (81, 81) and conf.sum() == 7 and conf[1, 40] == 1 and conf[80, 0] == 1
+    s = scores(conf)
+    assert len(s["iou"]) == 81 and sum(v is not None for v in s["iou"]) == 4  # 0, 1, 40, 80
+    assert s["iou"][3] is None and s["iou"][0] == pytest.approx(2 / 3)
+    assert [s["iou"][k] for k in (1, 40, 80)] == [0.5, 0.5, 0.5]
+    assert s["miou"] == pytest.approx((2 / 3 + 1.5) / 4)
+    assert s["mprecision"] == pytest.approx((2 / 3 + 1 + 0.5 + 1) / 4)
+    assert s["mrecall"] == pytest.approx(0.75)
+    maps = np.zeros((2, 2, 4), np.float32)
+    maps[0, 0, 1:3], maps[1, 0, 3] = 0.9, 0.8  # classes 1 and 40 (keys 0, 39)
+    sweep = sweep_confusions(maps, [0, 39], gt, [0.5, 0.85], 81)
+    assert sweep[0][1, 1] == 2 and sweep[0][40, 40] == 1 and sweep[1][40, 0] == 1
 
 
 def test_sweep_tie_rule_with_float64_threshold():

@@ -1,6 +1,6 @@
 """The pipeline declared once: a new CAM source is one registry entry (it then reaches
 make_orand, the evaluation, the summary and the figures), classes come from the
-dataset (a 5-class VOC-layout set runs steps 1-12), and imports flow one way."""
+dataset (a 5-class VOC-layout set runs every step), and imports flow one way."""
 import ast
 import json
 import os
@@ -28,7 +28,8 @@ def test_a_new_source_is_one_registry_entry(full_run, toy_root, tmp_path, monkey
     for d in ("or_cam", "and_cam", "naive_cam"):
         shutil.rmtree(res / d)
     fake = registry.Output("fake_cam", "cams", "Fake CAM", "cam_eval_thres", offset=0.0)
-    outputs = registry.OUTPUTS[:4] + (fake,) + registry.OUTPUTS[4:]  # the one edit
+    at = [o.name for o in registry.OUTPUTS].index("vit_cam") + 1
+    outputs = registry.OUTPUTS[:at] + (fake,) + registry.OUTPUTS[at:]  # the one edit
     monkeypatch.setattr(registry, "OUTPUTS", outputs)
     monkeypatch.setattr(registry, "_BY_NAME", {o.name: o for o in outputs})
     flags = ["--voc12_root", toy_root, "--work_dir", str(work), *TINY,
@@ -48,24 +49,44 @@ def test_a_new_source_is_one_registry_entry(full_run, toy_root, tmp_path, monkey
     assert titles[:3] == ["ResNet CAM", "ViT CAM", "Fake CAM"] and "ORANDNet" in titles
 
 
-def test_a_dataset_with_its_own_five_classes_runs_steps_1_to_12(tmp_path):
+def test_a_dataset_with_its_own_five_classes_runs_every_step(tmp_path):
     root = toy.generate(str(tmp_path / "data"), seed=1, quiet=True, n_train=8, n_aug=8,
-                        n_val=2, n_test=0, size=64, n_classes=5)
+                        n_val=2, n_test=1, size=64, n_classes=5)
     ds = VOC(root)
     assert ds.n_classes == 5 and ds.label_names == ("background", "aeroplane", "bicycle",
                                                     "bird", "boat", "bottle")
+    assert ds.title == "VOC2012 (5 classes)" and ds.test_server is None
     run_sample.main(["--voc12_root", root, "--work_dir", str(tmp_path / "w"), *TINY,
-                     "--steps", "1-12"])
+                     "--draw_n", "1"])
     res = tmp_path / "w" / "result"
-    for name in ("cam", "vit_cam", "or_cam", "and_cam", "orandnet_cam"):
+    for name in ("cam", "vit_cam", "or_cam", "and_cam", "orandnet_cam", "sem_seg", "seg"):
         rec = json.loads((res / "eval" / f"{name}.json").read_text())
         assert len(rec["class_names"]) == len(rec["per_class"]["iou"]) == 6
+        assert rec["class_names"] == list(ds.label_names)
+    summary = json.loads((res / "summary.json").read_text())
+    assert summary["dataset"] == ds.title and all(r["miou"] is not None for r in summary["rows"])
+    md = (res / "summary.md").read_text()
+    table = md[md.index("## Per-class IoU"):]
+    assert "| aeroplane |" in table and "| cow |" not in table  # its own names, only those
+    assert not list(res.glob("*.tar.gz"))  # own classes: no VOC server to pack for
+    assert (res / "figures" / "class_iou.png").exists() and (res / "seg" / "test").is_dir()
     labels = ds.labels(ds.ids("train"))
     assert max(int(k.max()) for k in labels.values() if len(k)) <= 4
     for i, keys in labels.items():
         assert load_cam(res / "orandnet_cam" / f"{i}.npz", keys, 5)["keys"].tolist() == keys.tolist()
     cam = torch.load(tmp_path / "w" / "sess" / "cam.pth", weights_only=True)
     assert cam["meta"]["n_classes"] == 5 and cam["model"]["classifier.weight"].shape[0] == 5
+    # a mask holding a label above the class count is refused, naming the file
+    from misc.errors import PipelineError
+    from misc.imutils import read_label, save_label_png
+    i = ds.ids("val")[0]
+    path = ds.mask_path(i)
+    m = read_label(path).copy()
+    m[0, 0] = 7
+    save_label_png(path, m, palette=False)
+    with pytest.raises(PipelineError, match=f"{path}: label ids \\[7\\] outside 0-5"):
+        run_sample.main(["--voc12_root", root, "--work_dir", str(tmp_path / "w"), *TINY,
+                         "--steps", "eval_seg"])
 
 
 def test_classes_file_errors_name_the_file(tmp_path):

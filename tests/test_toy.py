@@ -38,12 +38,14 @@ def _xml_objects(root, img_id):
 
 
 def test_tables():
-    parts = [toy.CLASS_PART[c][:2] for c in CAT_LIST]
-    assert len(set(parts)) == 20  # the part alone names the class
+    looks = [toy.class_look(i) for i in range(len(CAT_LIST))]
+    assert len({lk[1:3] for lk in looks}) == 20  # the part alone names a VOC class
     for g in range(4):
-        members = [c for c in CAT_LIST if toy.CLASS_GROUP[c] == g]
-        assert len(members) == 5 and len({toy.CLASS_PART[c][0] for c in members}) == 5
+        members = [lk for lk in looks if lk[0] == g]
+        assert len(members) == 5 and len({lk[1] for lk in members}) == 5
     assert set(toy.CONTEXT) <= set(CAT_LIST) and set(toy.CONTEXT.values()) == set(toy.CONTEXTS)
+    # the toy COCO's 80 classes: body, part colour and pattern together name each one
+    assert toy.N_LOOKS == 80 and len({toy.class_look(i)[:3] for i in range(80)}) == 80
 
 
 def test_layout(root):

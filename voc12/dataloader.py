@@ -17,12 +17,28 @@ from voc12.classes import VOC_CLASSES
 
 SPLITS = ("train", "val", "test", "trainval", "train_aug")
 CLASSES_FILE = "classes.txt"
+SERVER_DIR = "results/VOC2012/Segmentation/comp6_test_cls"  # the PASCAL server's layout
+
+
+def check_mask(path, m, size, n_classes):
+    """A ground-truth mask (HxW uint8) read from `path`, checked against its image's size
+    (H, W) and the label range 0..n_classes plus 255; every reader's masks go through here."""
+    if m.shape != tuple(size):
+        raise PipelineError(f"{path}: mask size {m.shape[1]}x{m.shape[0]} differs from its "
+                            f"image {size[1]}x{size[0]}; restore the mask or the image")
+    bad = np.setdiff1d(np.unique(m), np.r_[np.arange(n_classes + 1), IGNORE])
+    if bad.size:
+        raise PipelineError(f"{path}: label ids {bad.tolist()} outside 0-{n_classes} and "
+                            f"{IGNORE} ({n_classes} classes); is it an RGB-coloured "
+                            f"mask? masks hold class ids")
+    return m
 
 
 class VOC:
     """A VOC-layout root: `VOC(root, cache_dir)`. Its classes are VOC's 20, or those of
     `<root>/classes.txt` (one name per line, label id = line number). class_names (the
-    foreground classes), n_classes, label_names (background first) and palette come
+    foreground classes), n_classes, label_names (background first), palette, title (for
+    reports) and test_server (the evaluation server's layout, None for own data) come
     from here, never from a global. Every missing piece raises PipelineError."""
 
     def __init__(self, root, cache_dir=None):
@@ -40,6 +56,10 @@ class VOC:
         self.n_classes = len(self.class_names)
         self.label_names = ("background",) + self.class_names
         self.palette = imutils.voc_palette()
+        own = self.class_names != VOC_CLASSES
+        self.title = f"{os.path.basename(self.root)} ({self.n_classes} classes)" if own else \
+            "PASCAL VOC 2012"
+        self.test_server = None if own else SERVER_DIR  # where make_submission packs test PNGs
         self._class_index = {c: i for i, c in enumerate(self.class_names)}
         self._labels = None
 
@@ -139,7 +159,9 @@ class VOC:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["root"]) != self.root or tuple(z["classes"].tolist()) != self.class_names:
                     return {}  # a cache of another root or class list
-                return {i: z["labels"][n].nonzero()[0] for n, i in enumerate(z["ids"].tolist())}
+                # each z[...] decompresses its whole array: read once, not once per image
+                hot = z["labels"]
+                return {i: row.nonzero()[0] for i, row in zip(z["ids"].tolist(), hot)}
         except (OSError, ValueError, KeyError):
             return {}  # a damaged cache is rebuilt, never trusted
 
@@ -166,17 +188,8 @@ class VOC:
             raise PipelineError(f"no ground-truth mask for id '{img_id}' in "
                                 f"{self.root}/SegmentationClass(Aug); evaluate on a list with "
                                 f"masks (train or val)")
-        m = imutils.read_label(path)
-        size = imutils.image_size(self.image_path(img_id))
-        if m.shape != size:
-            raise PipelineError(f"{path}: mask size {m.shape[1]}x{m.shape[0]} differs from its "
-                                f"image {size[1]}x{size[0]}; restore the mask or the image")
-        bad = np.setdiff1d(np.unique(m), np.r_[np.arange(self.n_classes + 1), IGNORE])
-        if bad.size:
-            raise PipelineError(f"{path}: label ids {bad.tolist()} outside 0-{self.n_classes} and "
-                                f"{IGNORE} ({self.n_classes} classes); is it an RGB-coloured "
-                                f"mask? masks hold class ids")
-        return m
+        return check_mask(path, imutils.read_label(path),
+                          imutils.image_size(self.image_path(img_id)), self.n_classes)
 
 
 class TrainDataset(torch.utils.data.Dataset):

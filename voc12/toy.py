@@ -29,15 +29,22 @@ GROUP_COLOURS = ((150, 80, 30), (105, 45, 170), (245, 155, 185), (0, 120, 120))
 PART_COLOURS = ((235, 20, 20), (255, 225, 0), (240, 0, 240), (0, 235, 235), (255, 130, 0))
 PART_PATTERNS = ("solid", "stripes", "dots", "bullseye")
 PART_POSITIONS = ("head", "tail", "centre")
-# Class i: body of group i % 4, part colour i // 4. The pattern (and position) shift with
-# the group, so neither the part colour nor the pattern alone names the class, but the
-# (colour, pattern) pair is unique over all 20 classes.
-CLASS_GROUP = {c: i % 4 for i, c in enumerate(VOC_CLASSES)}
-CLASS_PART = {c: (i // 4, PART_PATTERNS[(i // 4 + i % 4) % 4], PART_POSITIONS[(i // 4 + i % 4) % 3])
-              for i, c in enumerate(VOC_CLASSES)}
+N_LOOKS = len(GROUP_SHAPES) * len(PART_COLOURS) * len(PART_PATTERNS)  # 80 distinct classes
 CONTEXTS = ("sky", "water", "grass", "rails")
 CONTEXT = {"aeroplane": "sky", "bird": "sky", "boat": "water", "cow": "grass",
            "horse": "grass", "sheep": "grass", "train": "rails"}
+# by class index: the first 20 classes are VOC's, drawn on their context
+CONTEXT_OF = {VOC_CLASSES.index(c): name for c, name in CONTEXT.items()}
+
+
+def class_look(i):
+    """(group, part colour, pattern, position) of class index i < N_LOOKS. Body of group
+    i % 4, part colour (i // 4) % 5; the pattern (and position) shift with the group and
+    with k = i // 20, so neither the part colour nor the pattern alone names the class, but
+    the (group, colour, pattern) triple is unique over all 80 classes (the toy VOC uses
+    the first 20, the toy COCO all of them)."""
+    g, c, k = i % 4, (i // 4) % 5, i // 20
+    return g, c, PART_PATTERNS[(c + g + k) % 4], PART_POSITIONS[(c + g + k) % 3]
 P_CONTEXT, P_STRAY_CONTEXT = 0.9, 0.05  # class drawn on its context; context patch without its class
 # per body shape: part centre along the body's long axis u for each position, part radius
 _PART_GEOM = {"ellipse": ({"head": .45, "tail": -.45, "centre": 0.}, .45),
@@ -62,8 +69,7 @@ def _band(inst):
 
 def _sample_object(rng, cls, h, w, size):
     """One object: body and part masks (HxW bool) plus its colours and pattern."""
-    g = CLASS_GROUP[VOC_CLASSES[cls]]
-    colour, pattern, position = CLASS_PART[VOC_CLASSES[cls]]
+    g, colour, pattern, position = class_look(cls)
     long_side = rng.uniform(.25, .6) * size
     ar = np.exp(rng.uniform(np.log(.5), np.log(2)))
     bw, bh = (long_side, long_side / ar) if ar >= 1 else (long_side * ar, long_side)
@@ -88,22 +94,37 @@ def _sample_object(rng, cls, h, w, size):
                 part_rgb=np.array(PART_COLOURS[colour]))
 
 
-def _place_objects(rng, h, w, size, min_area, n_classes):
-    """1-3 objects of the first n_classes classes in paint order, each keeping >= min_area
-    labelled pixels after occlusion."""
+OBJECT_COUNTS = ((1, 2, 3), (.45, .35, .2))  # objects per image and their probabilities
+
+
+def paint_instances(objs, h, w):
+    """HxW map of 1 + the index of the object on top (0: none), objects painted in order."""
+    inst = np.zeros((h, w), np.uint8)
+    for k, o in enumerate(objs, 1):
+        inst[o["mask"]] = k
+    return inst
+
+
+def _place_objects(rng, h, w, size, min_area, n_classes, counts=OBJECT_COUNTS, order=None,
+                   encode=None):
+    """Objects of the first n_classes classes (how many: drawn from `counts`) in paint
+    order, each keeping >= min_area labelled pixels after occlusion. order: a sort key of
+    the paint order (default: placement order); encode(o) -> o may replace an object's
+    mask (the toy COCO passes it through its JSON encoding)."""
     objs, inst = [], np.zeros((h, w), np.uint8)
-    for _ in range(rng.choice([1, 2, 3], p=[.45, .35, .2])):
+    for _ in range(rng.choice(counts[0], p=counts[1])):
         used = sorted({o["cls"] for o in objs})
         pool = [c for c in range(n_classes) if c not in used] or list(range(n_classes))
         cls = int(rng.choice(pool if rng.random() < .8 else n_classes))
         for _ in range(8 if objs else 1000):  # the first object always fits in a few tries
             o = _sample_object(rng, cls, h, w, size)
-            trial = inst.copy()
-            trial[o["mask"]] = len(objs) + 1
-            visible = np.bincount(trial[~_band(trial)], minlength=len(objs) + 2)[1:]
+            if encode is not None:
+                o = encode(o)
+            trial_objs = sorted(objs + [o], key=order) if order else objs + [o]
+            trial = paint_instances(trial_objs, h, w)
+            visible = np.bincount(trial[~_band(trial)], minlength=len(trial_objs) + 1)[1:]
             if visible.min() >= min_area:
-                objs.append(o)
-                inst = trial
+                objs, inst = trial_objs, trial
                 break
     return objs, inst
 
@@ -133,13 +154,13 @@ def _context_regions(rng, objs, h, w, size):
     """(name, HxW bool) context regions: around context-class objects, rarely a stray patch."""
     regions = []
     for o in objs:
-        name = CONTEXT.get(VOC_CLASSES[o["cls"]])
+        name = CONTEXT_OF.get(o["cls"])
         if name is not None and rng.random() < P_CONTEXT:
             f = rng.uniform(1.5, 2.5)
             (cx, cy), (bw, bh) = o["centre"], o["box"]
             hw, hh = (w if name in ("water", "rails") else f * bw / 2), f * bh / 2
             regions.append((name, cx - hw, cy - hh, cx + hw, cy + hh))
-    present = {CONTEXT.get(VOC_CLASSES[o["cls"]]) for o in objs}
+    present = {CONTEXT_OF.get(o["cls"]) for o in objs}
     if rng.random() < P_STRAY_CONTEXT:
         name = str(rng.choice([c for c in CONTEXTS if c not in present]))
         rw, rh = rng.uniform(.3, .7) * w, rng.uniform(.3, .7) * h
@@ -168,15 +189,20 @@ def _paint_part(img, o, size):
     img[ys, xs] = np.where(dark[:, None], _BLACK, o["part_rgb"])
 
 
-def render_image(seed, index, size=160, n_classes=len(VOC_CLASSES)):
-    """Draw image `index` of the set for `seed`, with objects of the first n_classes VOC
-    classes: a dict with img (HxWx3 uint8), label (HxW
+def render_image(seed, index, size=160, n_classes=len(VOC_CLASSES), counts=OBJECT_COUNTS,
+                 order=None, encode=None):
+    """Draw image `index` of the set for `seed`, with objects of the first n_classes
+    classes (VOC's 20 by default; up to N_LOOKS): a dict with img (HxWx3 uint8), label (HxW
     uint8 class ids, 255 on object borders), objects [(class index, (xmin, ymin, xmax, ymax)
-    1-based)] and context (HxW uint8: 1 + CONTEXTS index where context shows, else 0)."""
+    1-based)], context (HxW uint8: 1 + CONTEXTS index where context shows, else 0),
+    instances (the objects in paint order: cls, mask, ...) and inst (HxW: 1 + the index
+    of the instance on top, 0 for background). counts, order and encode: see
+    _place_objects."""
     rng = np.random.default_rng([seed, index])
     short = int(round(rng.uniform(.65, 1.) * size))
     h, w = (size, short) if rng.random() < .5 else (short, size)
-    objs, inst = _place_objects(rng, h, w, size, max(10, round(60 * (size / 160) ** 2)), n_classes)
+    objs, inst = _place_objects(rng, h, w, size, max(10, round(60 * (size / 160) ** 2)), n_classes,
+                                counts, order, encode)
     # background: smooth gradient between two greyish colours + noise + grey clutter shapes
     y, x = np.mgrid[:h, :w].astype(np.float32)
     a = rng.uniform(0, 2 * np.pi)
@@ -203,7 +229,8 @@ def render_image(seed, index, size=160, n_classes=len(VOC_CLASSES)):
     for k, o in enumerate(objs, 1):
         ys, xs = np.nonzero(inst == k)
         objects.append((o["cls"], (xs.min() + 1, ys.min() + 1, xs.max() + 1, ys.max() + 1)))
-    return dict(img=np.clip(img, 0, 255).astype(np.uint8), label=label, objects=objects, context=context)
+    return dict(img=np.clip(img, 0, 255).astype(np.uint8), label=label, objects=objects,
+                context=context, instances=objs, inst=inst)
 
 
 def _write_xml(path, img_id, h, w, objects):
