@@ -1,6 +1,6 @@
 """IRN refinement: the sparse random walk against a dense walk built here from first
 principles, transition columns, pair labels on a hand-made map, boundary-cut affinities,
-CRF label range, and steps 13-16 end to end with resume."""
+CRF label range, and steps 20-23 end to end with resume."""
 import json
 
 import numpy as np
@@ -97,9 +97,9 @@ def test_crf_keeps_label_ids_in_range():
 
 
 
-def test_steps_13_to_16_and_rerun(toy_root, tmp_path, capsys):
+def test_steps_20_to_23_and_rerun(toy_root, tmp_path, capsys):
     args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
-    run_sample.main(args + ["--steps", "1-16"])
+    run_sample.main(args + ["--steps", "1-6,14-23"])
     from voc12.dataloader import VOC
     voc = VOC(toy_root)
     labels = voc.labels(voc.ids("train"))
