@@ -159,6 +159,8 @@ def build_parser():
                    help="timm RandAugment policy, '' = off (then --mct_color_jitter applies)")
     g.add_argument("--mct_color_jitter", type=float, default=None)
     g.add_argument("--mct_reprob", type=float, default=None, help="random erasing probability")
+    g.add_argument("--mct_crop_scale", type=floats, default=None,
+                   help="LOW,HIGH area share of the random resized crop")
     g.add_argument("--mct_layers", type=int, default=None,
                    help="last blocks whose class-to-patch attention makes the maps")
     g.add_argument("--mct_refine", action=b, default=None,

@@ -93,7 +93,11 @@ class MCTformer(nn.Module):
                     f"could not load ImageNet weights for '{name}' ({type(e).__name__}: "
                     f"{str(e)[:200]}). Download them on a machine with internet and pass "
                     f"--mct_pretrained /path/to/file (.pth or .safetensors)") from e
-            self.load_state_dict(from_single_token(state, n_classes, grid), strict=False)
+            missing, unexpected = self.load_state_dict(from_single_token(state, n_classes, grid),
+                                                       strict=False)
+            if unexpected or any(not k.startswith("head.") for k in missing):
+                raise PipelineError(f"ImageNet weights of '{name}' do not fit (missing "
+                                    f"{missing[:3]}, unexpected {unexpected[:3]})")
         elif pretrained != "none":  # a file: a one-class-token ViT/DeiT of this backbone
             load_backbone_file(self, pretrained, "--mct_pretrained", ("head.",),
                                lambda s, m: from_single_token(s, n_classes, grid))

@@ -49,7 +49,7 @@ PAPER = dict(
     mct_depth=None, mct_pretrained="imagenet", mct_epochs=60, mct_batch_size=64, mct_lr=5e-4,
     mct_weight_decay=0.05, mct_warmup_epochs=5, mct_warmup_lr=1e-6, mct_min_lr=1e-5,
     mct_drop_path=0.1, mct_randaugment="rand-m9-mstd0.5-inc1", mct_color_jitter=0.4,
-    mct_reprob=0.25, mct_layers=3, mct_refine=True, mct_eval_thres=0.25,
+    mct_reprob=0.25, mct_crop_scale=(0.08, 1.0), mct_layers=3, mct_refine=True, mct_eval_thres=0.25,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
     orand_fcn="reference", orand_pretrained="imagenet",

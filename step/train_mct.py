@@ -1,9 +1,10 @@
 """Step train_mct: MCTformer-V2 (net/mctformer.py) on image-level labels of --train_list:
-timm's training transform at --mct_img_size (random resized crop, flip, RandAugment
---mct_randaugment or colour jitter, random erasing --mct_reprob); multilabel soft-margin
-loss on the class-token scores plus on the PatchCAM scores; AdamW at --mct_lr x global
-batch / 512 (the reference's linear scaling), weight decay --mct_weight_decay (none on
-biases, norms and embeddings), warm-up + cosine stepped per epoch -> sess/mct.pth."""
+timm's training transform at --mct_img_size (random resized crop of --mct_crop_scale,
+flip, RandAugment --mct_randaugment or colour jitter, random erasing --mct_reprob);
+multilabel soft-margin loss on the class-token scores plus on the PatchCAM scores; AdamW
+at --mct_lr x global batch / 512 (the reference's linear scaling), weight decay
+--mct_weight_decay (none on biases, norms and embeddings), warm-up + cosine stepped per
+epoch -> sess/mct.pth."""
 import torch
 
 from misc.torchutils import dist_env
@@ -22,7 +23,7 @@ def run(args):
     transform = timm.data.create_transform(
         args.mct_img_size, is_training=True, color_jitter=args.mct_color_jitter,
         auto_augment=args.mct_randaugment or None, interpolation="bicubic",
-        re_prob=args.mct_reprob, re_mode="pixel", re_count=1)
+        re_prob=args.mct_reprob, re_mode="pixel", re_count=1, scale=tuple(args.mct_crop_scale))
     data = TransformTrainDataset(ds, ids, transform, args.seed)
     world = dist_env()[1]
     per_epoch = iters_for(len(ids), 1, args.mct_batch_size, world)

@@ -126,3 +126,36 @@ def test_attention_fusion_on_a_tiny_model(tiny):
         # (timm's fused attention and the product written out differ in rounding only)
         torch.testing.assert_close(mct_cams(tiny, img, keys, layers=2), want, atol=1e-4, rtol=1e-4)
         assert mct_cams(tiny, img, []).shape == (0, 32, 40)
+
+
+def test_schedule_is_timms_per_epoch_cosine_one_epoch_late():
+    """timm 0.4's CosineLRScheduler as DeiT/MCTformer step it (after each epoch, with that
+    epoch's index): epoch e trains at the scheduler's value for e - 1."""
+    from misc.trainer import warmup_cosine_lr
+    base, warm, low = 6.25e-5, 1e-6, 1e-5
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    sched = warmup_cosine_lr(opt, per_epoch=2, epochs=60, warmup_epochs=5, warmup_lr=warm,
+                             min_lr=low)
+    lrs = []
+    for _ in range(120):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    per_epoch = lrs[::2]
+    assert lrs[0] == lrs[1] == pytest.approx(warm)  # one lr per epoch
+    assert per_epoch[1] == pytest.approx(warm)  # epoch 1 still at the warm-up start
+    assert per_epoch[2] == pytest.approx(warm + (base - warm) / 5)
+    assert per_epoch[5] == pytest.approx(warm + 4 * (base - warm) / 5)
+    cos = lambda t: low + 0.5 * (base - low) * (1 + math.cos(math.pi * t / 60))  # noqa: E731
+    assert per_epoch[6] == pytest.approx(cos(5)) and per_epoch[59] == pytest.approx(cos(58))
+
+
+def test_no_weight_decay_on_biases_norms_and_embeddings(tiny):
+    decay, no_decay = tiny.param_groups()
+    names = {id(p): n for n, p in tiny.named_parameters()}
+    nd = {names[id(p)] for p in no_decay}
+    assert {"cls_tokens", "pos_embed", "head.bias", "vit.blocks.0.norm1.weight",
+            "vit.blocks.0.attn.qkv.bias"} <= nd
+    assert {names[id(p)] for p in decay} == {n for n, p in tiny.named_parameters()
+                                              if p.ndim > 1 and n not in nd}
+    assert "head.weight" not in nd and "vit.patch_embed.proj.weight" not in nd
