@@ -144,7 +144,8 @@ def build_parser():
     g.add_argument("--mct_img_size", type=int, default=None, help="training crop")
     g.add_argument("--mct_patch_size", type=int, default=None, help="override (toy models)")
     g.add_argument("--mct_depth", type=int, default=None, help="override (toy models)")
-    g.add_argument("--mct_pretrained", default=None, help="imagenet | none | PATH (a DeiT/ViT)")
+    g.add_argument("--mct_pretrained", default=None,
+                   help="imagenet | vit (the trained ViT classifier's) | none | PATH (a DeiT/ViT)")
     g.add_argument("--mct_epochs", type=int, default=None)
     g.add_argument("--mct_iters", type=int, default=None, help="overrides --mct_epochs")
     g.add_argument("--mct_batch_size", type=int, default=None, help="per process")

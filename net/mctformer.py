@@ -93,14 +93,24 @@ class MCTformer(nn.Module):
                     f"could not load ImageNet weights for '{name}' ({type(e).__name__}: "
                     f"{str(e)[:200]}). Download them on a machine with internet and pass "
                     f"--mct_pretrained /path/to/file (.pth or .safetensors)") from e
-            missing, unexpected = self.load_state_dict(from_single_token(state, n_classes, grid),
-                                                       strict=False)
-            if unexpected or any(not k.startswith("head.") for k in missing):
-                raise PipelineError(f"ImageNet weights of '{name}' do not fit (missing "
-                                    f"{missing[:3]}, unexpected {unexpected[:3]})")
+            self.load_single_token(state, f"ImageNet weights of '{name}'")
         elif pretrained != "none":  # a file: a one-class-token ViT/DeiT of this backbone
             load_backbone_file(self, pretrained, "--mct_pretrained", ("head.",),
                                lambda s, m: from_single_token(s, n_classes, grid))
+
+    def load_single_token(self, state, what):
+        """Initialise from a one-class-token ViT's state (timm layout): from_single_token;
+        everything but the PatchCAM head must fit."""
+        grid = tuple(self.vit.patch_embed.grid_size)
+        own = self.state_dict()
+        state = from_single_token(state, self.n_classes, grid)
+        bad = sorted(k for k in state if k not in own or own[k].shape != state[k].shape)
+        missing = sorted(k for k in own if k not in state and not k.startswith("head."))
+        if bad or missing:
+            raise PipelineError(f"{what} do not fit this MCTformer (missing {missing[:3]}, "
+                                f"unexpected or misshapen {bad[:3]}); pass the weights of "
+                                f"the same ViT/DeiT")
+        self.load_state_dict(state, strict=False)
 
     def grid(self, h, w):
         """(rows, cols) of the patch grid of an h x w input (the conv drops remainders)."""
@@ -190,6 +200,18 @@ def mct_cams(model, img, keys, layers=3, refine=True):
     flat = cams.flatten(1)
     lo, hi = flat.amin(1)[:, None, None], flat.amax(1)[:, None, None]
     return (cams - lo) / (hi - lo + 1e-8)
+
+
+def make_mct(n_classes, backbone, img_size, pretrained, patch_size=None, depth=None,
+             drop_path=0.1, vit=None):
+    """A new MCTformer to train. pretrained: imagenet | none | a weights file, or 'vit': the
+    trained ViT classifier (vit: its ViTClassifier, from sess/vit.pth; the toy's stand-in
+    for ImageNet weights), converted as ImageNet's DeiT is (class token repeated)."""
+    model = MCTformer(backbone, img_size, n_classes, "none" if pretrained == "vit" else pretrained,
+                      patch_size, depth, drop_path)
+    if pretrained == "vit":
+        model.load_single_token(vit.vit.state_dict(), "the ViT classifier's weights (sess/vit.pth)")
+    return model
 
 
 def weights_meta(backbone, img_size, patch_size, depth, n_classes):

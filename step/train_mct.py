@@ -4,14 +4,17 @@ flip, RandAugment --mct_randaugment or colour jitter, random erasing --mct_repro
 multilabel soft-margin loss on the class-token scores plus on the PatchCAM scores; AdamW
 at --mct_lr x global batch / 512 (the reference's linear scaling), weight decay
 --mct_weight_decay (none on biases, norms and embeddings), warm-up + cosine stepped per
-epoch -> sess/mct.pth."""
+epoch -> sess/mct.pth. --mct_pretrained vit starts from the trained ViT classifier
+(sess/vit.pth, the toy's stand-in for ImageNet weights)."""
 import torch
 
 from misc.torchutils import dist_env
 from misc.trainer import FitConfig, fit, iters_for, warmup_cosine_lr
-from net.mctformer import MCTformer, weights_meta
+from net.mctformer import make_mct, weights_meta
+from net.vit_cam import trained_vit
 from pipeline import dataset
 from pipeline.classifier import multilabel_loss
+from pipeline.registry import output
 from voc12.dataloader import TransformTrainDataset
 
 
@@ -28,8 +31,11 @@ def run(args):
     world = dist_env()[1]
     per_epoch = iters_for(len(ids), 1, args.mct_batch_size, world)
     iters = args.mct_iters or args.mct_epochs * per_epoch
-    model = MCTformer(args.mct_backbone, args.mct_img_size, ds.n_classes, args.mct_pretrained,
-                      args.mct_patch_size, args.mct_depth, args.mct_drop_path)
+    vit = trained_vit(args.vit_backbone, args.vit_img_size, args.vit_patch_size, args.vit_depth,
+                      ds.n_classes, output("vit.pth").path(args)) if args.mct_pretrained == "vit" \
+        else None
+    model = make_mct(ds.n_classes, args.mct_backbone, args.mct_img_size, args.mct_pretrained,
+                     args.mct_patch_size, args.mct_depth, args.mct_drop_path, vit)
     decay, no_decay = model.param_groups()
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.mct_weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],

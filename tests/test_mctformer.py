@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from net.mctformer import MCTformer, fused_maps, mct_cams, resize_pos_embed
+from misc.errors import PipelineError
+from net.mctformer import MCTformer, fused_maps, make_mct, mct_cams, resize_pos_embed
+from net.vit_cam import ViTClassifier
 
 C = 3
 
@@ -49,6 +51,13 @@ def test_a_one_token_vit_initialises_every_class_token(tmp_path):
     want = F.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False)
     torch.testing.assert_close(m.pos_embed[0, C:], want.flatten(2)[0].T)
     torch.testing.assert_close(m.vit.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+    # the toy's --mct_pretrained vit: the trained ViT classifier, converted the same way
+    clf = ViTClassifier("vit_tiny_patch16_224", 32, 5, patch_size=8, depth=1)
+    m = make_mct(C, "vit_tiny_patch16_224", 32, "vit", patch_size=8, depth=1, vit=clf)
+    torch.testing.assert_close(m.cls_tokens[0, C - 1], clf.vit.cls_token[0, 0])
+    torch.testing.assert_close(m.pos_embed[0, C:], clf.vit.pos_embed[0, 1:])  # same 4x4 grid
+    with pytest.raises(PipelineError, match="do not fit"):  # another architecture
+        make_mct(C, "vit_tiny_patch16_224", 32, "vit", patch_size=8, depth=2, vit=clf)
 
 
 def _cubic_sample(values, s, a=-0.75):
