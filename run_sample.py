@@ -1,6 +1,7 @@
 """ORANDNet pipeline orchestrator: runs numbered steps (IRN-style) with a preset.
 
   python run_sample.py --demo                      # toy VOC, every step, CPU
+  python run_sample.py --demo --preset toy_amn_mct --work_dir amn_mct  # second row, toy
   python run_sample.py --voc12_root VOC2012 --preset paper --steps 1-3
   torchrun --nproc_per_node 4 run_sample.py --voc12_root VOC2012 --steps train_cam
   python run_sample.py --data_root coco2014 --preset paper_coco
@@ -66,10 +67,12 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     b = argparse.BooleanOptionalAction
     g = p.add_argument_group("pipeline")
-    g.add_argument("--steps", default=None, help="e.g. 1-3 or train_cam,make_cam (default: all)")
+    g.add_argument("--steps", default=None,
+                   help="e.g. 1-3 or train_cam,make_cam (default: the preset's steps)")
     g.add_argument("--list_steps", action="store_true", help="print the step table and exit")
     g.add_argument("--demo", action="store_true",
-                   help="generate the toy VOC under --work_dir if absent; run every step (toy)")
+                   help="generate the toy VOC under --work_dir if absent; run the toy "
+                        "preset (or the toy_* --preset given)")
     g.add_argument("--voc12_root", "--data_root", dest="voc12_root", default=None,
                    help="the dataset root: a VOC2012 folder (holds JPEGImages/), a "
                         "VOC-layout folder with its own classes.txt, or a COCO 2014 folder "
@@ -100,6 +103,9 @@ def build_parser():
     g.add_argument("--cam_detach_stage2", action=b, default=None,
                    help="stem, layer1, layer2 never train (the reference detaches after layer2)")
     g.add_argument("--cam_scales", type=floats, default=None, help="CAM inference scales")
+    g.add_argument("--cam_resample", choices=["bilinear", "bicubic"], default=None,
+                   help="PIL filter of the CAM inference scales (ResNet and AMN CAMs): "
+                        "bilinear (ORANDNet's) | bicubic (IRN's and AMN's)")
     g.add_argument("--cam_upsample", choices=["round16", "direct"], default=None,
                    help="full-size CAMs: round16 (the reference: resize to the size rounded "
                         "up to a multiple of 16, crop) | direct (resize to the image size)")
@@ -118,7 +124,57 @@ def build_parser():
     g.add_argument("--vit_lr_schedule", choices=["epoch_cosine", "cosine"], default=None,
                    help="epoch_cosine: the reference's (lr stays ~ the base lr) | cosine to 0")
     add_training_flags(g, "vit", classifier=True)
-    g = p.add_argument_group("ORANDNet (steps 7-12)")
+    g = p.add_argument_group("AMN CAMs (steps 7-10; trunk --cam_backbone, scales --cam_scales)")
+    g.add_argument("--amn_pretrained", default=None,
+                   help="imagenet | cam (the trained CAM classifier's trunk) | none | PATH")
+    g.add_argument("--amn_conf_fg_thres", type=float, default=None,
+                   help="AMN's training labels from the ResNet CAMs: foreground score")
+    g.add_argument("--amn_conf_bg_thres", type=float, default=None, help="... background score")
+    g.add_argument("--amn_crop_size", type=int, default=None)
+    g.add_argument("--amn_scale_range", type=floats, default=None, help="random rescale LOW,HIGH")
+    g.add_argument("--amn_epochs", type=int, default=None)
+    g.add_argument("--amn_iters", type=int, default=None, help="overrides --amn_epochs")
+    g.add_argument("--amn_batch_size", type=int, default=None, help="per process")
+    g.add_argument("--amn_lr", type=float, default=None, help="Adam lr of the trunk")
+    g.add_argument("--amn_head_lr", type=float, default=None,
+                   help="Adam lr of the label encoder and the head")
+    g.add_argument("--amn_weight_decay", type=float, default=None)
+    g.add_argument("--amn_eps", type=float, default=None, help="PCL loss: soft-target smoothing")
+    g.add_argument("--amn_infer_dropout", action=b, default=None,
+                   help="keep the head's Dropout on when making CAMs (the reference's eval() "
+                        "never switches it off)")
+    g.add_argument("--amn_eval_thres", type=float, default=None,
+                   help="background score of the fixed-threshold row")
+    g = p.add_argument_group("MCTformer CAMs (steps 11-13)")
+    g.add_argument("--mct_backbone", default=None, help="any timm ViT/DeiT name")
+    g.add_argument("--mct_img_size", type=int, default=None, help="training crop")
+    g.add_argument("--mct_patch_size", type=int, default=None, help="override (toy models)")
+    g.add_argument("--mct_depth", type=int, default=None, help="override (toy models)")
+    g.add_argument("--mct_pretrained", default=None,
+                   help="imagenet | vit (the trained ViT classifier's) | none | PATH (a DeiT/ViT)")
+    g.add_argument("--mct_epochs", type=int, default=None)
+    g.add_argument("--mct_iters", type=int, default=None, help="overrides --mct_epochs")
+    g.add_argument("--mct_batch_size", type=int, default=None, help="per process")
+    g.add_argument("--mct_lr", type=float, default=None,
+                   help="AdamW base lr, times the global batch / 512 (the reference's rule)")
+    g.add_argument("--mct_weight_decay", type=float, default=None)
+    g.add_argument("--mct_warmup_epochs", type=int, default=None)
+    g.add_argument("--mct_warmup_lr", type=float, default=None)
+    g.add_argument("--mct_min_lr", type=float, default=None)
+    g.add_argument("--mct_drop_path", type=float, default=None, help="stochastic depth rate")
+    g.add_argument("--mct_randaugment", default=None,
+                   help="timm RandAugment policy, '' = off (then --mct_color_jitter applies)")
+    g.add_argument("--mct_color_jitter", type=float, default=None)
+    g.add_argument("--mct_reprob", type=float, default=None, help="random erasing probability")
+    g.add_argument("--mct_crop_scale", type=floats, default=None,
+                   help="LOW,HIGH area share of the random resized crop")
+    g.add_argument("--mct_layers", type=int, default=None,
+                   help="last blocks whose class-to-patch attention makes the maps")
+    g.add_argument("--mct_refine", action=b, default=None,
+                   help="refine the maps by the patch-to-patch attention of every block")
+    g.add_argument("--mct_eval_thres", type=float, default=None,
+                   help="background score of the fixed-threshold row")
+    g = p.add_argument_group("ORANDNet (steps 14-19)")
     g.add_argument("--orand_sources", default=None,
                    help="CAM sources NAME[:offset],... (registered or imported names, folders "
                         "under result/, or paths); without :offset, the source's default")
@@ -146,7 +202,7 @@ def build_parser():
                    help="its default offset in --orand_sources")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
-    g = p.add_argument_group("IRN refinement (steps 13-16)")
+    g = p.add_argument_group("IRN refinement (steps 20-23)")
     g.add_argument("--sem_seg_cam_dir", default=None, help="CAM folder to refine (name or path)")
     g.add_argument("--conf_fg_thres", type=float, default=None)
     g.add_argument("--conf_bg_thres", type=float, default=None)
@@ -170,7 +226,7 @@ def build_parser():
     g.add_argument("--beta", type=float, default=None, help="affinity power")
     g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")
     g.add_argument("--sem_seg_bg_thres", type=float, default=None)
-    g = p.add_argument_group("segmenter (steps 17-20)")
+    g = p.add_argument_group("segmenter (steps 24-27)")
     g.add_argument("--seg_tag", default="seg", help="names the weights, outputs and report")
     g.add_argument("--seg_backbone", default=None, help="resnet101 | vgg16 | a timm ResNet")
     g.add_argument("--seg_pretrained", default=None, help="imagenet | cam | none | PATH")
@@ -191,7 +247,7 @@ def build_parser():
     g.add_argument("--seg_crf", action=b, default=None, help="dense CRF on predictions")
     g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
     g.add_argument("--seg_eval_list", default=None)
-    g = p.add_argument_group("report (steps 21-22)")
+    g = p.add_argument_group("report (steps 28-29)")
     g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over eval_list)")
     g.add_argument("--draw_ids", default=None, help="comma-separated ids to draw instead")
     return p
@@ -204,7 +260,7 @@ def resolve_args(argv):
     if args.list_steps:
         return args
     if args.demo:
-        args.preset = "toy"
+        args.preset = args.preset if args.preset.startswith("toy") else "toy"
         if args.voc12_root is None:
             args.voc12_root = os.path.join(args.work_dir, "toy_voc", "VOC2012")
             if not os.path.isdir(args.voc12_root):

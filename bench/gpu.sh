@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU checks of issue "First figures on a GPU", in as few calls as a short lease allows.
-#   bench/gpu.sh steps tests extras   # paper preset steps 1-22 on CUDA, the suite, DDP/compile
+#   bench/gpu.sh steps tests extras   # the paper preset's steps on CUDA, the suite, DDP/compile
 #   bench/gpu.sh bench                # make bench on CUDA (VOC size) -> $OUT/RESULTS_cuda.md
 # Logs and results go to $OUT (default bench/gpu_out). Offline: --pretrained none and friends.
 # Wheels that the machine lacks (pydensecrf2 for CPython 3.12) are installed from .whl/.

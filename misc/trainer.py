@@ -94,6 +94,23 @@ def cosine_lr(optimizer, max_iters, per_epoch=None):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
+def warmup_cosine_lr(optimizer, per_epoch, epochs, warmup_epochs, warmup_lr, min_lr):
+    """DeiT's (and MCTformer's) schedule as timm 0.4's CosineLRScheduler runs it there: one
+    lr per epoch, linear warm-up from warmup_lr over warmup_epochs, then cosine from the
+    base lr to min_lr over `epochs`; stepped with the epoch index *after* each epoch, so
+    epoch e >= 1 trains at the value of e - 1 and the first two epochs at warmup_lr.
+    warmup_lr and min_lr are absolute; every group shares the base lr."""
+    base = optimizer.param_groups[0]["lr"]
+
+    def at(t):
+        if t < warmup_epochs:
+            return warmup_lr + t * (base - warmup_lr) / warmup_epochs
+        return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * t / epochs)) \
+            if t < epochs else min_lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: at(max(it // per_epoch - 1, 0)) / base)
+
+
 def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
     """Train `model` for cfg.max_iters iterations; returns a summary dict.
 

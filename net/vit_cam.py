@@ -103,41 +103,51 @@ METHODS = ("lrp", "grad_attn", "gradcam")
 
 def _check_plain_blocks(vit):
     """The functional forward below replays timm's block maths; refuse blocks with extras
-    (layer scale, post-attention norm, q/k norm, gates) it would silently skip."""
-    plain = (nn.Identity, nn.Dropout)
+    (layer scale, post-attention norm, q/k norm, gates) it would silently skip. Stochastic
+    depth is allowed in eval mode only, where it is the identity."""
+    from timm.layers import DropPath
     for b in vit.blocks:
+        plain = (nn.Identity, nn.Dropout) + ((DropPath,) if not b.training else ())
         extras = [getattr(b, n, None) for n in ("ls1", "ls2", "drop_path1", "drop_path2")]
         extras += [getattr(b.attn, n, None) for n in ("q_norm", "k_norm", "norm")]
         if any(e is not None and not isinstance(e, plain) for e in extras) or \
                 getattr(b.attn, "gate", None) is not None:
             raise PipelineError("ViT CAMs need plain ViT/DeiT blocks (no layer scale, q/k norm "
-                                "or gates)")
+                                "or gates) in eval mode")
     if not isinstance(getattr(vit, "fc_norm", nn.Identity()), nn.Identity):
         raise PipelineError("ViT CAMs read the class token after the final norm: pick a "
                             "ViT/DeiT without fc_norm")
 
 
+def tape_block(b, x):
+    """One timm ViT block's forward written out (eval mode: no dropout, no stochastic
+    depth), keeping what the CAMs need: its input x, the attention's q, k, v, map `attn`
+    (B, heads, N, N) and output, the residual sums, the MLP's activations, and the
+    block's output `out`. The attention map stays in the graph (its gradient is read)."""
+    a = b.attn
+    t = {"x": x, "h1": b.norm1(x)}
+    bsz, n, c = x.shape
+    q, k, v = a.qkv(t["h1"]).reshape(bsz, n, 3, a.num_heads, c // a.num_heads) \
+        .permute(2, 0, 3, 1, 4).unbind(0)
+    attn = ((q @ k.transpose(-2, -1)) * a.scale).softmax(-1)
+    o = (attn @ v).transpose(1, 2).reshape(bsz, n, c)
+    t.update(q=q, k=k, v=v, attn=attn, o=o, y=a.proj(o))
+    t["x1"] = x + t["y"]
+    t["h2"] = b.norm2(t["x1"])
+    t["g"] = b.mlp.act(b.mlp.fc1(t["h2"]))
+    t["f2"] = b.mlp.fc2(t["g"])
+    t["out"] = t["x1"] + t["f2"]
+    return t
+
+
 def _tape(vit, x):
-    """timm's ViT forward written out block by block, keeping what the CAMs need: per
-    block its input, the attention's q, k, v, map and output, the residual sums and the
-    MLP's activations. The attention maps stay in the graph (their gradients are read)."""
+    """timm's ViT forward written out block by block (tape_block), keeping each block's
+    tape for the CAMs."""
     x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
     blocks = []
     for b in vit.blocks:
-        a = b.attn
-        t = {"x": x, "h1": b.norm1(x)}
-        bsz, n, c = x.shape
-        q, k, v = a.qkv(t["h1"]).reshape(bsz, n, 3, a.num_heads, c // a.num_heads) \
-            .permute(2, 0, 3, 1, 4).unbind(0)
-        attn = ((q @ k.transpose(-2, -1)) * a.scale).softmax(-1)
-        o = (attn @ v).transpose(1, 2).reshape(bsz, n, c)
-        t.update(q=q, k=k, v=v, attn=attn, o=o, y=a.proj(o))
-        t["x1"] = x + t["y"]
-        t["h2"] = b.norm2(t["x1"])
-        t["g"] = b.mlp.act(b.mlp.fc1(t["h2"]))
-        t["f2"] = b.mlp.fc2(t["g"])
-        x = t["x1"] + t["f2"]
-        blocks.append(t)
+        blocks.append(tape_block(b, x))
+        x = blocks[-1]["out"]
     feat = vit.norm(x)
     return vit.forward_head(feat), feat, blocks
 

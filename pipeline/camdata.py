@@ -1,9 +1,11 @@
-"""Torch datasets over CAM folders: one folder's maps per image, every OR/AND source's
-maps per image (checked to agree), and ORANDNet's (OR, AND) training pairs."""
+"""Torch datasets over CAM folders: one folder's maps per image, their confident labels,
+every OR/AND source's maps per image (checked to agree), and ORANDNet's (OR, AND)
+training pairs."""
 import numpy as np
 import torch
 
 from misc.cam_io import cam_path, load_cam
+from misc.crf import confident_labels
 from misc.errors import PipelineError
 
 
@@ -59,6 +61,25 @@ class CamFolderDataset(torch.utils.data.Dataset):
         i = self.ids[idx]
         c = load_cam(cam_path(self.folder, i), self.labels[i], self.n_classes)
         return {"id": i, "keys": c["keys"], "maps": torch.from_numpy(c["high_res"])}
+
+
+class ConfidentLabels(CamFolderDataset):
+    """A CAM folder's maps turned into IRN's confident labels on their image: dense-CRF
+    foreground at background score `fg`, background at `bg`, 255 where they disagree (the
+    CRF runs here, in the loader's worker processes)."""
+
+    def __init__(self, ds, ids, cam_dir, fg, bg):
+        super().__init__(ds, ids, cam_dir)
+        self.ds, self.fg, self.bg = ds, fg, bg
+
+    def __getitem__(self, idx):
+        c = super().__getitem__(idx)
+        img = self.ds.image(c["id"])
+        if c["maps"].shape[1:] != img.shape[:2]:
+            raise PipelineError(f"{cam_path(self.folder, c['id'])}: map size differs from its "
+                                f"image; remake the CAMs of this folder")
+        label = confident_labels(img, c["maps"].numpy(), c["keys"], self.fg, self.bg)
+        return {"id": c["id"], "label": label}
 
 
 class OrAndPairs(torch.utils.data.Dataset):

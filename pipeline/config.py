@@ -3,9 +3,23 @@ command line overrides its preset value. `paper` reproduces the reference
 implementation on real VOC with a GPU (docs/FIDELITY.md says where each value comes
 from); `toy` overrides what must differ to run the whole pipeline on the generated
 toy VOC on 2 CPU cores; `paper_coco` and `toy_coco` are their MS COCO 2014 variants
-(overrides only, each with where it comes from)."""
+(overrides only, each with where it comes from). `paper_amn_mct` and `toy_amn_mct` run
+the paper's second row: ORANDNet over AMN and MCTformer CAMs. A preset also chooses the
+steps a run without --steps makes."""
+from pipeline.registry import STEP_NAMES
+
+SECOND_ROW = ("cam_to_amn_label", "train_amn", "make_amn_cam", "eval_amn_cam", "train_mct",
+              "make_mct_cam", "eval_mct_cam")
+VIT = ("train_vit", "make_vit_cam", "eval_vit_cam")
+
+
+def _steps_but(skip):
+    return ",".join(s for s in STEP_NAMES if s not in skip)
+
 
 PAPER = dict(
+    # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's and MCTformer's
+    steps=_steps_but(SECOND_ROW),
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
     # IRN), scored on VOC train as in the paper
     dataset="auto", train_list="train_aug", infer_list="train_aug", eval_list="train",
@@ -16,7 +30,8 @@ PAPER = dict(
     # the reference's poly optimiser puts the weight decay in SGD's momentum slot
     cam_momentum=5e-4,
     cam_resize_long=(256, 512), cam_color_jitter=(0.3, 0.3, 0.3, 0.1), cam_crop_size=512,
-    cam_scales=(1.0, 0.5, 1.5, 2.0), cam_upsample="round16", cam_eval_thres=0.25,
+    cam_scales=(1.0, 0.5, 1.5, 2.0), cam_resample="bilinear", cam_upsample="round16",
+    cam_eval_thres=0.25,
     # ViT classifier (docs/FIDELITY.md, "ViT classifier" and "ViT CAMs")
     vit_backbone="deit_base_patch16_224", vit_img_size=512, vit_patch_size=None,
     vit_depth=None, vit_pretrained="imagenet", vit_epochs=10, vit_batch_size=4,
@@ -24,6 +39,18 @@ PAPER = dict(
     vit_resize_long=(256, 512), vit_color_jitter=(0.3, 0.3, 0.3, 0.1),
     vit_freeze_patch_embed=True, vit_lr_schedule="epoch_cosine", vit_cam_method="lrp",
     vit_eval_thres=0.05,
+    # AMN (docs/FIDELITY.md, "AMN"): trunk --cam_backbone, CAM scales --cam_scales
+    amn_pretrained="imagenet", amn_conf_fg_thres=0.30, amn_conf_bg_thres=0.05,
+    amn_crop_size=512, amn_scale_range=(0.5, 1.5), amn_batch_size=16, amn_epochs=5,
+    amn_lr=5e-6, amn_head_lr=1e-4, amn_weight_decay=1e-4, amn_eps=0.4, amn_eval_thres=0.25,
+    # the reference's model.eval() never reaches its Dropout: on at inference
+    amn_infer_dropout=True,
+    # MCTformer-V2 (docs/FIDELITY.md, "MCTformer")
+    mct_backbone="deit_small_patch16_224", mct_img_size=224, mct_patch_size=None,
+    mct_depth=None, mct_pretrained="imagenet", mct_epochs=60, mct_batch_size=64, mct_lr=5e-4,
+    mct_weight_decay=0.05, mct_warmup_epochs=5, mct_warmup_lr=1e-6, mct_min_lr=1e-5,
+    mct_drop_path=0.1, mct_randaugment="rand-m9-mstd0.5-inc1", mct_color_jitter=0.4,
+    mct_reprob=0.25, mct_crop_scale=(0.08, 1.0), mct_layers=3, mct_refine=True, mct_eval_thres=0.25,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
     orand_fcn="reference", orand_pretrained="imagenet",
@@ -92,7 +119,30 @@ TOY = dict(
     seg_batch_size=8, seg_epochs=40, seg_lr=1e-4, seg_weight_decay=0.0,
     seg_scale_range=(0.7, 1.3), seg_fov=4, seg_width=256, seg_dropout=0.0,
     seg_infer_scales=(1.0,),
+    # AMN on the CAM classifier's trunk (no ImageNet ResNet offline)
+    amn_pretrained="cam", amn_crop_size=128, amn_epochs=12, amn_lr=1e-4, amn_head_lr=1e-3,
+    amn_infer_dropout=False,
+    # MCTformer: a 4-block ViT-Tiny with 8-px patches at 96 px from scratch, like the ViT;
+    # no RandAugment or colour jitter (colour tells the toy's classes apart)
+    mct_backbone="vit_tiny_patch16_224", mct_img_size=96, mct_patch_size=8, mct_depth=4,
+    mct_pretrained="none", mct_epochs=20, mct_batch_size=16, mct_lr=0.02, mct_warmup_epochs=2,
+    mct_randaugment="", mct_color_jitter=0.0,
 )
+
+# The paper's second row (docs/FIDELITY.md, "ORANDNet over AMN and MCTformer"): the
+# ResNet CAMs as AMN's repository trains and makes them (IRN's settings), AMN, MCTformer,
+# then OR/AND of AMN's foreground maps and MCTformer's maps with no offset (the reference
+# adds +0.15 only to its ViT), ORANDNet (the reference's script passes weight decay 1e-4,
+# which its poly optimiser puts in the momentum slot), IRN and the segmenter as in `paper`
+PAPER_AMN_MCT = dict(
+    PAPER, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
+    cam_epochs=5, cam_batch_size=16, cam_lr=0.1, cam_weight_decay=1e-4, cam_momentum=1e-4,
+    cam_resize_long=(320, 640), cam_color_jitter=(0, 0, 0, 0), cam_resample="bicubic",
+    cam_eval_thres=0.15,
+)
+
+TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam")
+
 
 # MS COCO 2014 (80 classes; README "MS COCO 2014"). What ORANDNet's reference computes on
 # COCO (script/irn_coco.sh run through main.py and irn/*.py; it publishes no COCO script
@@ -126,7 +176,8 @@ PAPER_COCO = dict(
 # The toy preset on the toy COCO (python -m voc12.toy_coco): COCO's splits, no test list
 TOY_COCO = dict(TOY, dataset="coco", train_list="train", seg_splits="val", seg_eval_list="val")
 
-PRESETS = {"paper": PAPER, "toy": TOY, "paper_coco": PAPER_COCO, "toy_coco": TOY_COCO}
+PRESETS = {"paper": PAPER, "toy": TOY, "paper_amn_mct": PAPER_AMN_MCT,
+           "toy_amn_mct": TOY_AMN_MCT, "paper_coco": PAPER_COCO, "toy_coco": TOY_COCO}
 
 
 def apply_preset(args):

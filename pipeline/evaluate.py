@@ -14,6 +14,7 @@ from misc.errors import PipelineError
 from misc.fileio import atomic_path, require_files
 from misc.imutils import read_label
 from misc.metrics import IGNORE, SWEEP_THRESHOLDS, confusion, format_table, scores, sweep_confusions
+from misc.torchutils import is_main
 from pipeline import dataset
 from pipeline.registry import STEPS, producer, record_path, require, resolve
 
@@ -110,6 +111,16 @@ def print_records(rows):
         table.append((f"{name} @best" if r["fixed"] else name,
                       {**r["best"], "threshold": r["best"]["threshold"] or 0.0}))
     print(format_table(table))
+
+
+def evaluation_step(args, step_name):
+    """What a step whose table entry evaluates one CAM output does: score it, print the
+    record, return the step's summary line (rank 0 only)."""
+    if not is_main():
+        return "evaluated on rank 0"
+    [(o, rec, path)] = evaluate_outputs(args, evaluated_by(step_name, args))
+    print_records([(o.title_for(args), rec)])
+    return summary_line(rec, path)
 
 
 def summary_line(rec, path):

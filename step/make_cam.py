@@ -1,4 +1,5 @@
-"""Step make_cam: multi-scale + flip ResNet CAMs of the infer list -> result/cam/<id>.npz.
+"""Step make_cam: multi-scale + flip ResNet CAMs of the infer list (scales resized with PIL
+--cam_resample) -> result/cam/<id>.npz.
 Full-size maps by --cam_upsample: round16 (the reference: each scale resized to the size
 rounded up to a multiple of 16, then cropped) or direct (straight to the image size)."""
 from net.resnet_cam import multiscale_cams, trained_cam_net
@@ -17,5 +18,5 @@ def run(args):
     def cams(item):
         imgs = [x.to(args.device, non_blocking=True) for x in item["imgs"]]
         return multiscale_cams(model, imgs, item["size"], item["keys"], round_up)  # fp32
-    return process_images(args, "cam", lambda ds, ids: MultiScaleDataset(ds, ids, args.cam_scales),
-                          cams)
+    return process_images(args, "cam", lambda ds, ids: MultiScaleDataset(
+        ds, ids, args.cam_scales, resample=args.cam_resample), cams)

@@ -17,7 +17,9 @@ TINY = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters
         "--vit_resize_long", "32,48", "--vit_depth", "1", "--orand_iters", "2", "--irn_iters", "2",
         "--irn_batch_size", "4", "--irn_crop_size", "64", "--exp_times", "3", "--seg_iters", "2",
         "--seg_batch_size", "4", "--seg_crop_size", "48", "--seg_width", "16",
-        "--seg_infer_scales", "1.0"]
+        "--seg_infer_scales", "1.0", "--amn_iters", "1", "--amn_batch_size", "4",
+        "--amn_crop_size", "64", "--mct_iters", "1", "--mct_batch_size", "4", "--mct_img_size", "32",
+        "--mct_depth", "1"]
 
 
 def write_pickled_cam(path, obj):

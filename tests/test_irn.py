@@ -3,7 +3,7 @@
 region, labels at pixel 4i+2, the branch order of the boundary head, padding and
 logit-space flip averaging at inference, the balanced loss on a constant boundary, the
 sparse walk against a dense walk built here from the definition, a diagonal one-cell
-wall that the walk must not cross; CRF label range; steps 13-16 end to end with resume."""
+wall that the walk must not cross; CRF label range; steps 20-23 end to end with resume."""
 import json
 from fractions import Fraction
 
@@ -274,9 +274,9 @@ def test_crf_keeps_label_ids_in_range():
 
 
 
-def test_steps_13_to_16_and_rerun(toy_root, tmp_path, capsys):
+def test_steps_20_to_23_and_rerun(toy_root, tmp_path, capsys):
     args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
-    run_sample.main(args + ["--steps", "1-16"])
+    run_sample.main(args + ["--steps", "1-6,14-23"])
     from voc12.dataloader import VOC
     voc = VOC(toy_root)
     labels = voc.labels(voc.ids("train"))

@@ -1,6 +1,6 @@
 """The pipeline declared once: a new CAM source is one registry entry (it then reaches
 make_orand, the evaluation, the summary and the figures), classes come from the
-dataset (a 5-class VOC-layout set runs every step), and imports flow one way."""
+dataset (a 5-class VOC-layout set runs every step of its preset), and imports flow one way."""
 import ast
 import json
 import os

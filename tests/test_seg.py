@@ -1,5 +1,5 @@
 """The segmenter: majority-vote downsampling, the curriculum schedule, output stride 8 of
-the dilated backbones, the server submission tree, and steps 17-20 end to end."""
+the dilated backbones, the server submission tree, and steps 24-27 end to end."""
 import io
 import json
 import os

@@ -249,14 +249,18 @@ class LabelTrainDataset(torch.utils.data.Dataset):
     `label_dir/<id>.png` (or the ground truth when label_dir is None). With a curriculum
     `schedule`, image and label are first downsampled to the iteration's scale (label by
     majority vote, so blobs smaller than a cell vanish); then random rescale in
-    scale_range, flip, crop (label padded with 255). Indexed by (epoch, index, iteration):
+    scale_range (resample "cv2": OpenCV bilinear / nearest; "pil": PIL bicubic / nearest,
+    IRN's and AMN's), flip, crop (label padded with 255). With `classes`, the image's
+    multi-hot class vector comes along ("classes"). Indexed by (epoch, index, iteration):
     augmentation depends only on (seed, epoch, index)."""
 
     def __init__(self, voc, ids, label_dir, crop_size, scale_range=(1.0, 1.0), seed=0,
-                 schedule=None, max_iters=1):
+                 schedule=None, max_iters=1, resample="cv2", classes=False):
         self.voc, self.ids, self.label_dir, self.seed = voc, list(ids), label_dir, seed
         self.crop_size, self.scale_range = crop_size, scale_range
         self.schedule, self.max_iters = schedule, max_iters
+        self.resample = resample
+        self.classes = voc.labels(self.ids) if classes else None
 
     def __len__(self):
         return len(self.ids)
@@ -278,24 +282,68 @@ class LabelTrainDataset(torch.utils.data.Dataset):
         s = rng.uniform(*self.scale_range)
         if s != 1:
             h, w = max(1, round(img.shape[0] * s)), max(1, round(img.shape[1] * s))
-            img, label = imutils.resize(img, h, w), imutils.resize_label(label, h, w)
+            if self.resample == "pil":
+                img, label = imutils.pil_resize(img, h, w, "bicubic"), \
+                    imutils.pil_resize(label, h, w, "nearest")
+            else:
+                img, label = imutils.resize(img, h, w), imutils.resize_label(label, h, w)
         if rng.random() < 0.5:
             img, label = img[:, ::-1], label[:, ::-1]
         img, label = imutils.random_crop(imutils.normalize(img), self.crop_size, rng, label=label)
-        return {"img": torch.from_numpy(imutils.hwc_to_chw(img)),
-                "label": torch.from_numpy(np.ascontiguousarray(label)).long()}
+        out = {"img": torch.from_numpy(imutils.hwc_to_chw(img)),
+               "label": torch.from_numpy(np.ascontiguousarray(label)).long()}
+        if self.classes is not None:
+            out["classes"] = torch.zeros(self.voc.n_classes)
+            out["classes"][self.classes[img_id]] = 1
+        return out
+
+
+class TransformTrainDataset(torch.utils.data.Dataset):
+    """(image, multi-hot label) pairs through a torchvision-style `transform` of PIL images
+    (e.g. timm's training transform: random resized crop, flip, RandAugment, random
+    erasing). Such transforms draw from the global random, NumPy and torch generators:
+    they are reseeded from (seed, epoch, index) for each item and restored afterwards,
+    so augmentation stays a function of (seed, epoch, index) and the training loop's own
+    random draws are untouched."""
+
+    def __init__(self, voc, ids, transform, seed=0):
+        self.voc, self.ids, self.transform, self.seed = voc, list(ids), transform, seed
+        self.labels = voc.labels(self.ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, key):
+        import random
+        from PIL import Image
+        epoch, idx = key[:2]
+        img_id = self.ids[idx]
+        s = int(np.random.SeedSequence((self.seed, epoch, idx)).generate_state(1)[0])
+        py, npy = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(s)
+                np.random.seed(s)
+                torch.manual_seed(s)
+                img = self.transform(Image.fromarray(self.voc.image(img_id)))
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+        label = torch.zeros(self.voc.n_classes)
+        label[self.labels[img_id]] = 1
+        return {"img": img, "label": label}
 
 
 class MultiScaleDataset(torch.utils.data.Dataset):
     """One image at several scales (normalised CHW tensors; each scale resized from the
-    uint8 image with PIL bilinear, as the reference) plus its id, size and classes. With
-    `square`, the image is instead normalised, then resized to square x square (bilinear,
+    uint8 image with PIL `resample`: bilinear as ORANDNet, bicubic as IRN and AMN) plus
+    its id, size and classes. With `square`, the image is instead normalised, then resized to square x square (bilinear,
     antialiased when shrinking: torchvision's Resize on a tensor, the reference's ViT
     input); with `raw`, the uint8 image comes along (for a CRF)."""
 
-    def __init__(self, voc, ids, scales=(1.0,), square=None, raw=False):
+    def __init__(self, voc, ids, scales=(1.0,), square=None, raw=False, resample="bilinear"):
         self.voc, self.ids, self.scales, self.square = voc, list(ids), scales, square
-        self.raw = raw
+        self.raw, self.resample = raw, resample
         self.labels = voc.labels(self.ids)
 
     def __len__(self):
@@ -310,8 +358,8 @@ class MultiScaleDataset(torch.utils.data.Dataset):
             ims = [torch.nn.functional.interpolate(x, (self.square, self.square), mode="bilinear",
                                                    align_corners=False, antialias=True)[0]]
         else:
-            ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(imutils.rescale(img, s))))
-                   for s in self.scales]
+            ims = [torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(
+                imutils.rescale(img, s, self.resample)))) for s in self.scales]
         item = {"id": img_id, "size": size, "keys": self.labels[img_id], "imgs": ims}
         if self.raw:
             item["raw"] = np.array(img)  # writable: the loader turns it into a tensor
