@@ -198,8 +198,8 @@ def build_parser():
     g.add_argument("--import_title", default=None, help="its name in reports (default: the name)")
     g.add_argument("--import_thres", type=float, default=None,
                    help="its fixed evaluation threshold (default: --orand_eval_thres)")
-    g.add_argument("--import_offset", type=float, default=0.0,
-                   help="its default offset in --orand_sources")
+    g.add_argument("--import_offset", default="auto",
+                   help="its default offset in --orand_sources: a number, or auto (calibrated)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
     g = p.add_argument_group("IRN refinement (steps 20-23)")

@@ -1,6 +1,7 @@
 """The pipeline declared once. OUTPUTS: everything a step writes (a CAM folder, a label
 folder or weights), with what the reports need (title, evaluation threshold, how it was
-made); the CAM sources are the CAM outputs with an OR/AND offset. STEPS: every step in
+made); the CAM sources are the CAM outputs with an OR/AND offset (a number, or "auto":
+calibrated from the evaluation records, see source_offsets). STEPS: every step in
 order with the outputs it reads, writes and evaluates. --list_steps, the prerequisite
 checks, the evaluations, summary and draw all read these two tables: a new CAM method
 is one Output entry plus its steps."""
@@ -24,7 +25,8 @@ class Output:
     title: str = ""                 # the stage's name in reports; "" = an intermediate
     thres_flag: str = ""            # the flag holding the fixed evaluation threshold
     thres: float | None = None      # or the threshold itself (imported CAMs)
-    offset: float | None = None     # not None: a CAM source for OR/AND, its default offset
+    offset: float | str | None = None  # not None: a CAM source for OR/AND, its default
+    # offset: the value its method is paired with in the reference, or "auto" (calibrated)
     protocol: Callable = field(default=lambda args: {}, compare=False)  # how it was made
     folder: str = ""                # a CAM folder outside result/ (given by path)
     per_split: bool = False         # labels in <name>/<split>/ (the segmenter's predictions)
@@ -49,7 +51,11 @@ class Output:
 
 
 def _ensemble(args):
-    return {"from": args.orand_sources}
+    try:  # the offsets as make_orand resolved them (a calibration reads eval records)
+        offsets = [off for _, off in source_offsets(args.orand_sources, args)]
+    except PipelineError:
+        offsets = "not calibrated yet"
+    return {"from": args.orand_sources, "offsets": offsets}
 
 
 OUTPUTS = (
@@ -171,29 +177,78 @@ def cam_output(spec, args):
             with open(manifest) as f:
                 m = json.load(f)
             return Output(base, "cams", m["title"], thres=float(m["threshold"]),
-                          offset=float(m["offset"]), folder=path,
+                          offset=parse_offset(m.get("offset", AUTO), manifest), folder=path,
                           protocol=lambda a, m=m: {"imported": m.get("format", "?")})
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PipelineError(f"{manifest}: damaged ({e}); rerun import_cams") from e
-    return Output(base, "cams", base, "orand_eval_thres", offset=0.0, folder=path)
+    return Output(base, "cams", base, "orand_eval_thres", offset=AUTO, folder=path)
+
+
+AUTO = "auto"
+
+
+def parse_offset(value, where):
+    """An offset as given: a number or "auto"."""
+    if value == AUTO:
+        return AUTO
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise PipelineError(f"{where}: offset '{value}' is neither a number nor "
+                            f"'{AUTO}'") from None
 
 
 def parse_sources(spec, args):
-    """--orand_sources 'cam,vit_cam:0.15' -> [(Output, offset)]; without ':offset' a
-    source takes its registered default offset."""
+    """--orand_sources 'cam,vit_cam:0.15,vwe_cam:auto' -> [(Output, offset)], offset a
+    number or "auto"; without ':offset' a source takes its registered default (the
+    reference's value for the paper's sources, "auto" for the others and for folders)."""
     out = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, off = part.rpartition(":")
         if not sep or os.sep in off:
             name, off = part, None
         src = cam_output(name, args)
-        try:
-            out.append((src, src.offset if off is None else float(off)))
-        except ValueError:
-            raise PipelineError(f"--orand_sources: offset of '{part}' is not a number") from None
+        out.append((src, src.offset if off is None else parse_offset(off, f"--orand_sources '{part}'")))
     if len(out) < 2:
         raise PipelineError(f"--orand_sources '{spec}': need at least two CAM folders")
     return out
+
+
+def source_record(o, args):
+    """The evaluation record of a CAM source: result/eval/<name>.json, or for a folder
+    given by path, eval/<name>.json beside it (where that folder's run wrote it)."""
+    if o.folder:
+        return os.path.join(os.path.dirname(o.folder.rstrip("/")), "eval",
+                            f"{os.path.basename(o.folder.rstrip('/'))}.json")
+    return record_path(o, args)
+
+
+def source_offsets(spec, args):
+    """--orand_sources with every "auto" offset calibrated -> [(folder, offset)]. A
+    calibrated offset brings the source's best background threshold t (the sweep's best
+    of its evaluation record) to the highest t among the sources: offset = max t - t, so
+    the source that needs the highest threshold keeps its maps and a source whose maps
+    peak lower is raised (the reference's +0.15 for its ViT: t 0.10 against ResNet's
+    0.25). Every source of the set is read, explicit offsets or not."""
+    pairs = parse_sources(spec, args)
+    if all(off != AUTO for _, off in pairs):
+        return [(o.path(args), off) for o, off in pairs]
+    best = {}
+    for o, _ in pairs:
+        path = source_record(o, args)
+        try:
+            with open(path) as f:
+                best[o.path(args)] = float(json.load(f)["best"]["threshold"])
+        except FileNotFoundError:
+            raise PipelineError(f"{path}: missing; a calibrated ('auto') offset needs the "
+                                f"evaluation of '{o.name}' (run its eval step) or give "
+                                f"its offset as {o.name}:<number>") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PipelineError(f"{path}: damaged ({e}); rerun the evaluation of "
+                                f"'{o.name}'") from e
+    top = max(best.values())
+    return [(o.path(args), round(top - best[o.path(args)], 6) if off == AUTO else off)
+            for o, off in pairs]
 
 
 def resolve(token, args):

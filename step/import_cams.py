@@ -16,7 +16,7 @@ from misc.errors import PipelineError
 from misc.fileio import atomic_path
 from misc.imutils import image_size
 from pipeline import dataset
-from pipeline.registry import SOURCE_FILE, registered
+from pipeline.registry import SOURCE_FILE, parse_offset, registered
 
 
 def read_foreign(path, fmt):
@@ -54,6 +54,7 @@ def run(args):
     if not args.import_dir:
         return "nothing to import (no --import_dir)"
     src = args.import_dir
+    offset = parse_offset(args.import_offset, "--import_offset")  # before any file is written
     files = sorted(f for f in os.listdir(src) if f.endswith(".npy")) if os.path.isdir(src) else []
     if not files:
         raise PipelineError(f"{src}: no .npy CAM files found; pass the folder of the other "
@@ -85,7 +86,7 @@ def run(args):
         save_cam(cam_path(out, img_id), keys, low.numpy(), high)
     manifest = {"title": args.import_title or args.import_name, "format": args.import_format,
                 "threshold": args.orand_eval_thres if args.import_thres is None else args.import_thres,
-                "offset": args.import_offset, "from": os.path.abspath(src)}
+                "offset": offset, "from": os.path.abspath(src)}
     with atomic_path(os.path.join(out, SOURCE_FILE)) as tmp, open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
     return (f"{len(files)} files converted from {src} ({args.import_format}) -> {out}, "

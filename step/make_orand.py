@@ -1,17 +1,22 @@
 """Step make_orand: per labelled class, the probabilistic OR = 1 - prod(1 - c_i) and
 AND = prod(c_i) of the full-size maps of the N >= 2 CAM sources of --orand_sources, each
-plus its offset (not clipped, as the reference: OR reaches 1 + offset; --orand_clip
+plus its offset (a number, or "auto": calibrated from the sources' evaluation records,
+pipeline/registry.source_offsets; not clipped, as the reference: OR reaches 1 + offset; --orand_clip
 clips each source to [0, 1] first); the stride-4 maps are the full-size ones resized
 -> result/or_cam/<id>.npz and result/and_cam/<id>.npz."""
+import os
+
 from misc.cam_io import downsample_cam
 from misc.orand import prob_and, prob_or
 from pipeline.camdata import SourcesDataset
 from pipeline.images import process_images
-from pipeline.registry import parse_sources
+from pipeline.registry import source_offsets
 
 
 def run(args):
-    sources = [(o.path(args), off) for o, off in parse_sources(args.orand_sources, args)]
+    sources = source_offsets(args.orand_sources, args)
+    print("[make_orand] offsets: " + ", ".join(f"{os.path.basename(f)} {off:+.3f}"
+                                                for f, off in sources))
 
     def or_and(item):
         highs = [high for _, high in item["maps"]]

@@ -17,7 +17,7 @@ from misc.errors import PipelineError
 from misc.orand import naive_ensemble, prob_and, prob_or
 from net.orandnet import FCN8s, SmallFCN, orand_loss, orandnet_cams
 from pipeline.camdata import load_sources
-from pipeline.registry import parse_sources
+from pipeline.registry import parse_sources, source_offsets
 
 
 def test_or_and_hand_values_two_and_three_sources():
@@ -26,6 +26,41 @@ def test_or_and_hand_values_two_and_three_sources():
     np.testing.assert_allclose(prob_and([a, b]), [0.2, 0.0, 0.3])  # ab
     np.testing.assert_allclose(prob_or([a, b, c]), [0.85, 1.0, 1.0])  # 1 - (.5)(.6)(.5)
     np.testing.assert_allclose(prob_and([a, b, c]), [0.1, 0.0, 0.03])
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_n_way_or_and_laws(n):
+    rng = np.random.default_rng(n)
+    maps = list(rng.random((n, 50)))
+    o, a = prob_or(maps), prob_and(maps)
+    assert np.all(a <= np.min(maps, 0) + 1e-12) and np.all(o >= np.max(maps, 0) - 1e-12)
+    np.testing.assert_allclose(1 - o, prob_and([1 - m for m in maps]))  # De Morgan
+    np.testing.assert_allclose(prob_or(maps[::-1]), o)  # order does not matter
+    np.testing.assert_allclose(prob_or([prob_or(maps[:2])] + maps[2:]), o)  # associative
+    np.testing.assert_allclose(prob_and(maps + [np.ones(50)]), a)  # 1 is AND's identity
+    np.testing.assert_allclose(prob_or(maps + [np.zeros(50)]), o)  # 0 is OR's identity
+    assert np.all(np.diff(prob_and([np.linspace(0, 1, 50)] * n)) >= 0)  # monotone
+
+
+def test_calibrated_offsets_bring_best_thresholds_to_the_highest(tmp_path):
+    args = argparse.Namespace(result_dir=str(tmp_path / "result"))
+    for name, best in (("a", 0.35), ("b", 0.10), ("c", 0.20)):
+        write(tmp_path / "result" / name, "x", [3], np.zeros((1, 8, 8)))
+        rec = tmp_path / "result" / "eval" / f"{name}.json"
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        rec.write_text(json.dumps({"best": {"threshold": best}}))
+    r = tmp_path / "result"
+    got = source_offsets(f"{r / 'a'},{r / 'b'},{r / 'c'}", args)  # folders: auto by default
+    assert [os.path.basename(f) for f, _ in got] == ["a", "b", "c"]
+    np.testing.assert_allclose([off for _, off in got], [0.0, 0.25, 0.15])
+    got = source_offsets(f"{r / 'a'}:0.05,{r / 'b'}:auto", args)  # explicit ones stay
+    np.testing.assert_allclose([off for _, off in got], [0.05, 0.25])  # level: a's 0.35
+    assert [off for _, off in source_offsets(f"{r / 'a'}:0,{r / 'b'}:0.15", args)] == [0, 0.15]
+    (r / "eval" / "c.json").unlink()
+    with pytest.raises(PipelineError, match=r"eval/c.json: missing.*c:<number>"):
+        source_offsets(f"{r / 'a'},{r / 'c'}", args)
+    with pytest.raises(PipelineError, match="neither a number nor 'auto'"):
+        parse_sources(f"{r / 'a'},{r / 'b'}:x", args)
 
 
 def write(folder, img_id, keys, high):
@@ -38,7 +73,7 @@ def test_offset_clip_and_naive(tmp_path):
     write(tmp_path / "b", "x", [3], np.full((1, 8, 8), 0.95))
     args = argparse.Namespace(result_dir="/unused")
     src = [(o.path(args), off) for o, off in
-           parse_sources(f"{tmp_path / 'a'},{tmp_path / 'b'}:0.15", args)]
+           parse_sources(f"{tmp_path / 'a'}:0,{tmp_path / 'b'}:0.15", args)]
     assert src == [(str(tmp_path / "a"), 0.0), (str(tmp_path / "b"), 0.15)]
     keys, maps = load_sources(src, "x", [3], 20)
     assert keys.tolist() == [3]
@@ -49,7 +84,7 @@ def test_offset_clip_and_naive(tmp_path):
     np.testing.assert_allclose(naive_ensemble([m[1] for m in raw]), 1.0, atol=1e-4)
     with pytest.raises(PipelineError, match="at least two"):
         parse_sources("cam", args)
-    with pytest.raises(PipelineError, match="not a number"):
+    with pytest.raises(PipelineError, match="neither a number nor 'auto'"):
         parse_sources("cam,vit_cam:x", args)
     # without ':offset' a registered source takes its registered default (ViT: +0.15)
     assert [(o.name, off) for o, off in parse_sources("cam,vit_cam", args)] == \
@@ -169,7 +204,7 @@ def test_import_round_trip_and_pickle_guard(orand_run, toy_root, tmp_path, layou
     run_sample.main(args + ["--trust_pickle", "--import_title", f"Imported {layout}"])
     with open(orand_run / "result" / f"imp_{layout}" / "source.json") as f:
         assert json.load(f) == {"title": f"Imported {layout}", "format": fmt, "threshold": 0.25,
-                                "offset": 0.0, "from": str(src)}
+                                "offset": "auto", "from": str(src)}
     for f in os.listdir(orand_run / "result" / "cam"):
         a = load_cam(orand_run / "result" / "cam" / f)
         b = load_cam(orand_run / "result" / f"imp_{layout}" / f)
@@ -193,8 +228,12 @@ def test_orand_on_three_sources(orand_run, toy_root):
     work = orand_run
     shutil.rmtree(work / "result" / "or_cam")
     shutil.rmtree(work / "result" / "and_cam")
+    # a folder without an offset is calibrated, which needs its evaluation record
+    with pytest.raises(PipelineError, match="eval/cam_copy.json: missing"):
+        run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps",
+                         "make_orand", "--orand_sources", "cam,vit_cam:0.15,cam_copy"])
     run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps",
-                     "make_orand", "--orand_sources", "cam,vit_cam:0.15,cam_copy"])
+                     "make_orand", "--orand_sources", "cam,vit_cam:0.15,cam_copy:0"])
     for f in os.listdir(work / "result" / "cam"):
         r = load_cam(work / "result" / "cam" / f)["high_res"]
         v = np.clip(load_cam(work / "result" / "vit_cam" / f)["high_res"] + 0.15, 0, 1)
