@@ -153,7 +153,7 @@ def orand_run(toy_root, tmp_path_factory):
     return work
 
 
-def test_steps_7_to_12(orand_run):
+def test_steps_15_to_19(orand_run):
     rows = []
     for name in ("cam", "vit_cam", "naive_cam", "or_cam", "and_cam", "orandnet_cam"):
         with open(orand_run / "result" / "eval" / f"{name}.json") as f:
@@ -245,3 +245,34 @@ def test_train_orandnet_before_make_orand(toy_root, tmp_path):
     with pytest.raises(PipelineError, match="run step make_orand first"):
         run_sample.main(["--voc12_root", toy_root, "--work_dir", str(tmp_path), *FAST,
                          "--steps", "train_orandnet"])
+
+
+def test_ensemble_study_runs_every_tier_and_resumes(orand_run, toy_root, tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_study", os.path.join(os.path.dirname(__file__), "..", "bench", "ensemble_study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    res = orand_run / "result"
+    shutil.copytree(res / "cam", res / "cam2", dirs_exist_ok=True)
+    shutil.copy(res / "eval" / "cam.json", res / "eval" / "cam2.json")
+    argv = ["--base", str(orand_run), "--sources", "cam,vit_cam,cam2", "--out",
+            str(tmp_path / "s"), "--seg_top", "1", "--", "--voc12_root", toy_root, *FAST]
+    study.main(argv)
+    out = json.loads((tmp_path / "s" / "study.json").read_text())
+    rows = {"+".join(r["sources"]): r for r in out["rows"]}
+    assert sorted(rows) == ["cam+cam2", "cam+vit_cam", "cam+vit_cam+cam2", "vit_cam+cam2"]
+    assert all(r["or"] and r["and"] and r["orandnet"] and r["pseudo_mask"] for r in rows.values())
+    assert sum(r["segmenter"] is not None for r in rows.values()) == 1
+    t = {n: json.loads((res / "eval" / f"{n}.json").read_text())["best"]["threshold"]
+         for n in ("cam", "vit_cam")}
+    top = max(t.values())
+    assert rows["cam+cam2"]["offsets"] == [0.0, 0.0]  # same maps, same best threshold
+    assert rows["cam+vit_cam"]["offsets"] == pytest.approx([top - t["cam"], top - t["vit_cam"]])
+    assert (tmp_path / "s" / "study_pr.png").stat().st_size > 0
+    assert "| cam + vit_cam | 2 |" in (tmp_path / "s" / "study.md").read_text()
+    capsys.readouterr()
+    study.main(argv)  # a rerun finds every set done: no network trains again
+    log = capsys.readouterr().out
+    assert log.count("resumed from") == 4 * 2 + 1  # ORANDNet and IRN of 4 sets, 1 segmenter
+    assert "at iteration 3/3" in log and "at iteration 2/2" in log

@@ -1,0 +1,174 @@
+"""The N-source ensemble study: does ORANDNet generalise beyond two classifiers?
+
+Given a run whose result/ holds the CAMs and evaluation records of several sources (on
+the toy: steps 1-13 plus VWE's and ICAM's), every subset of two or more sources gets its
+own work dir under --out, whose --orand_sources are the base folders by path, each with
+a calibrated offset (`:auto`, pipeline/registry.source_offsets), so every set follows one
+rule. Three tiers, each resumable (the steps skip finished work):
+  A  every subset: OR and AND, evaluated (seconds per set);
+  B  every pair, and per size k >= 3 the --best_k subsets whose A score (mean of OR's
+     and AND's best mIoU) is highest, and the full set: ORANDNet and IRN's pseudo-masks;
+  C  the --seg_top sets of B with the best pseudo-masks: the segmenter.
+-> <out>/study.json, <out>/study.md (one row per set: precision / recall / mIoU of OR,
+AND, ORANDNet and the pseudo-masks, the segmenter, wall time) and <out>/study_pr.png
+(precision against recall of every set).
+
+  python bench/ensemble_study.py --base W --sources cam,vit_cam,amn_cam,mct_cam,vwe_cam,icam_cam \\
+      -- --demo --voc12_root W/toy_voc/VOC2012       # the toy; on VOC: --voc12_root ... --preset paper
+"""
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import run_sample  # noqa: E402
+from misc.fileio import atomic_path  # noqa: E402
+from pipeline.evaluate import evaluate_outputs  # noqa: E402
+from pipeline.registry import output  # noqa: E402
+
+TIER_A = ["make_orand"]
+TIER_B = ["train_orandnet", "make_orandnet_cam", "cam_to_ir_label", "train_irn",
+          "make_sem_seg_labels", "eval_sem_seg"]
+TIER_C = ["train_seg", "make_seg", "eval_seg"]
+REUSED = ("cam.pth",)  # weights the toy's later steps start from (--irn_trunk / --seg_pretrained cam)
+
+
+def set_dir(a, names):
+    return os.path.join(a.out, "+".join(names))
+
+
+def run_steps(a, names, steps):
+    """Run `steps` for the set `names` in its work dir; returns the wall time."""
+    w = set_dir(a, names)
+    os.makedirs(os.path.join(w, "sess"), exist_ok=True)
+    for f in REUSED:  # linked, never written by these steps
+        src, dst = os.path.join(a.base, "sess", f), os.path.join(w, "sess", f)
+        if os.path.exists(src) and not os.path.lexists(dst):
+            os.symlink(os.path.abspath(src), dst)
+    spec = ",".join(f"{os.path.join(os.path.abspath(a.base), 'result', n)}:auto" for n in names)
+    argv = [*a.flags, "--work_dir", w, "--orand_sources", spec, "--steps", ",".join(steps),
+            "--resume"]  # a trained network is kept: its checkpoint ends the run at once
+    t0 = time.time()
+    run_sample.main(argv)
+    if steps == TIER_A:  # OR and AND only: evaluate those two (eval_orandnet wants ORANDNet)
+        args = run_sample.resolve_args(argv)
+        evaluate_outputs(args, [output("or_cam"), output("and_cam")])
+    return time.time() - t0
+
+
+def record(w, name):
+    path = os.path.join(w, "result", "eval", f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        r = json.load(f)
+    best = r.get("best") or r.get("scores") or r
+    return {k: best.get(k) for k in ("miou", "mprecision", "mrecall", "threshold") if k in best}
+
+
+def summarise(a, names, seconds):
+    w = set_dir(a, names)
+    row = {"sources": list(names), "k": len(names), "seconds": round(seconds, 1)}
+    for key, name in (("or", "or_cam"), ("and", "and_cam"), ("orandnet", "orandnet_cam"),
+                      ("pseudo_mask", "sem_seg"), ("segmenter", "seg")):
+        row[key] = record(w, name)
+    with open(os.path.join(w, "result", "eval", "or_cam.json")) as f:
+        row["offsets"] = json.load(f).get("protocol", {}).get("offsets")
+    return row
+
+
+def a_score(row):
+    return (row["or"]["miou"] + row["and"]["miou"]) / 2
+
+
+def pct(r, key="miou"):
+    return "–" if not r or r.get(key) is None else f"{100 * r[key]:.1f}"
+
+
+def cell(r):
+    return "–" if not r else f"{pct(r)} ({pct(r, 'mprecision')} / {pct(r, 'mrecall')})"
+
+
+def write_report(a, rows, seconds):
+    with atomic_path(os.path.join(a.out, "study.json")) as tmp, open(tmp, "w") as f:
+        json.dump({"sources": a.sources, "rows": rows, "seconds": round(seconds, 1)}, f, indent=1)
+    rows = sorted(rows, key=lambda r: (r["k"], -a_score(r)))
+    L = ["# Ensemble study", "", f"Sources: {', '.join(a.sources)} (CAMs of {a.base}); "
+         f"offsets calibrated (`:auto`). Cells: mIoU (precision / recall) at each row's best "
+         f"threshold; pseudo-masks and segmenter: their labels. Wall time: all tiers of the "
+         f"set. Total {seconds / 60:.1f} min.", "",
+         "| sources | k | offsets | OR | AND | ORANDNet | pseudo-masks | segmenter | s |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        off = ", ".join(f"{o:+.2f}" for o in r["offsets"]) if isinstance(r["offsets"], list) else "?"
+        L.append(f"| {' + '.join(r['sources'])} | {r['k']} | {off} | {cell(r['or'])} | "
+                 f"{cell(r['and'])} | {cell(r['orandnet'])} | {cell(r['pseudo_mask'])} | "
+                 f"{pct(r['segmenter'])} | {r['seconds']:.0f} |")
+    with atomic_path(os.path.join(a.out, "study.md")) as tmp, open(tmp, "w") as f:
+        f.write("\n".join(L) + "\n")
+    figure(a, rows)
+
+
+def figure(a, rows):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for key, colour in (("or", "tab:orange"), ("and", "tab:blue"), ("orandnet", "tab:green"),
+                        ("pseudo_mask", "tab:red")):
+        pts = [(r[key]["mrecall"], r[key]["mprecision"], r["k"]) for r in rows if r[key]]
+        if pts:
+            x, y, k = zip(*pts)
+            ax.scatter([100 * v for v in x], [100 * v for v in y], s=[12 * n for n in k],
+                       c=colour, alpha=0.6, label=key.replace("_", "-"))
+    ax.set(xlabel="mean recall (%)", ylabel="mean precision (%)",
+           title="every source set (marker size: number of sources)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(os.path.join(a.out, "study_pr.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", required=True, help="the work dir whose result/ holds the sources")
+    p.add_argument("--sources", required=True, help="comma-separated CAM folders of result/")
+    p.add_argument("--out", default=None, help="default: <base>/study")
+    p.add_argument("--best_k", type=int, default=1, help="tier B: subsets per size k >= 3")
+    p.add_argument("--seg_top", type=int, default=3, help="tier C: sets given the segmenter")
+    p.add_argument("flags", nargs="*", help="run_sample flags after --")
+    a = p.parse_args(argv)
+    a.sources = a.sources.split(",")
+    a.out = a.out or os.path.join(a.base, "study")
+    t0, spent = time.time(), {}
+    sets = [c for k in range(2, len(a.sources) + 1) for c in itertools.combinations(a.sources, k)]
+    for names in sets:  # tier A
+        spent[names] = run_steps(a, names, TIER_A)
+    rows = {n: summarise(a, n, spent[n]) for n in sets}
+    chosen = [n for n in sets if len(n) == 2]
+    for k in range(3, len(a.sources) + 1):
+        chosen += sorted((n for n in sets if len(n) == k), key=lambda n: -a_score(rows[n]))[:a.best_k]
+    for names in chosen:  # tier B
+        spent[names] += run_steps(a, names, TIER_B)
+        rows[names] = summarise(a, names, spent[names])
+        write_report(a, list(rows.values()), time.time() - t0)
+    top = sorted(chosen, key=lambda n: -rows[n]["pseudo_mask"]["miou"])[:a.seg_top]
+    for names in top:  # tier C
+        spent[names] += run_steps(a, names, TIER_C)
+        rows[names] = summarise(a, names, spent[names])
+        write_report(a, list(rows.values()), time.time() - t0)
+    write_report(a, list(rows.values()), time.time() - t0)
+    print(f"[ensemble_study] {(time.time() - t0) / 60:.1f} min: {len(sets)} sets, "
+          f"{len(chosen)} with ORANDNet + IRN, {len(top)} with the segmenter -> "
+          f"{os.path.join(a.out, 'study.md')}")
+
+
+if __name__ == "__main__":
+    main()
