@@ -178,8 +178,7 @@ def _contour_core(label, below, gt, n_levels, n, classes):
     disk = _disk(r).view(np.uint8)
     dy, dx = np.nonzero(disk)
     levels = np.arange(n_levels)
-    bit = np.left_shift(np.uint64(1), levels.astype(np.uint64))
-    one = np.uint64(1)
+    bit = np.left_shift(np.uint64(1), np.arange(n_levels + 1, dtype=np.uint64))
     fg = cv2.compare(below, 0, cv2.CMP_GT)  # 255 where some level predicts the winner
     for c in sorted(classes):
         # cv2 masks are 0 / 255; k is `below` where the prediction can be c, else 0
@@ -199,19 +198,20 @@ def _contour_core(label, below, gt, n_levels, n, classes):
         out[:, 3, c] = len(gi)
         lo, hi = _block_range(k)
         pi = np.flatnonzero(lo != hi)
-        lo, hi = lo.ravel()[pi].astype(np.int64), hi.ravel()[pi].astype(np.int64)
+        lo, hi = lo.ravel()[pi], hi.ravel()[pi]
         out[:, 1, c] = _interval_counts(lo, hi, n_levels)
         if not len(gi) or not len(pi):
             continue
         near = cv2.dilate(gb.view(np.uint8), disk).ravel()[pi].astype(bool)
-        out[:, 0, c] = _interval_counts(lo[near], hi[near], n_levels)
-        # the predicted boundary's level sets as bits, in a box padded by r with zeros
+        pi, lo, hi = pi[near], lo[near], hi[near]  # only these can match a GT pixel
+        out[:, 0, c] = _interval_counts(lo, hi, n_levels)
+        # the matched predicted boundary's level sets as bits (levels lo..hi-1), in a box
+        # padded by r with zeros
         bits = np.zeros((y1 - y0 + 2 * r) * pw, np.uint64)
-        bits[(pi // cw + r) * pw + pi % cw + r] = \
-            (one << hi.astype(np.uint64)) - (one << lo.astype(np.uint64))
+        bits[(pi // cw + r) * pw + pi % cw + r] = bit[hi] - bit[lo]
         window = (gi // cw) * pw + gi % cw  # each GT boundary pixel's disk, top-left
         hit = np.bitwise_or.reduce(bits[window[:, None] + dy * pw + dx], axis=1)
-        out[:, 2, c] = ((hit[:, None] & bit) != 0).sum(0)
+        out[:, 2, c] = ((hit[:, None] & bit[:n_levels]) != 0).sum(0)
     return out
 
 
@@ -254,7 +254,7 @@ def contour_scores(counts):
             "class_contour_f": _listify(f)}
 
 
-def format_table(rows, columns=("miou", "mprecision", "mrecall", "threshold")):
+def format_table(rows, columns=("miou", "mprecision", "mrecall", "contour_f", "threshold")):
     """A plain-text table: one line per (name, result dict) row, values as percentages."""
     head = f"{'':<20}" + "".join(f"{c:>12}" for c in columns)
     lines = [head]
