@@ -66,7 +66,8 @@ def _winners(maps, keys, thresholds):
     (K,H,W of classes `keys`): per pixel the label id of the winning map (the first on a
     tie) and how many of the sorted thresholds lie strictly below its score (uint8); the
     prediction at the j-th smallest threshold is that label where j < the count and
-    background elsewhere (cam_to_label's tie rule). Also the order sorting the thresholds."""
+    background elsewhere (cam_to_label's tie rule). Also the order sorting the thresholds.
+    (uint8 counts for up to 255 thresholds, wider beyond.)"""
     # compare in float32 like cam_to_label, whatever the type of t (np.float64 included)
     t = np.asarray(thresholds, np.float64).astype(np.float32)
     order = np.argsort(t, kind="stable")
@@ -75,7 +76,8 @@ def _winners(maps, keys, thresholds):
         none = np.zeros(maps.shape[1:], np.uint8)
         return none, none, order
     label = (np.asarray(keys, np.int64) + 1).astype(np.uint8)[maps.argmax(0)]
-    below = np.searchsorted(t[order], maps.max(0), side="left").astype(np.uint8)
+    below = np.searchsorted(t[order], maps.max(0), side="left").astype(
+        np.uint8 if len(t) < 256 else np.int64)
     return label, below, order
 
 
@@ -114,7 +116,7 @@ def sweep_counts(maps, keys, gt, thresholds, n):
     label, below, order = _winners(maps, keys, thresholds)
     conf = _confusions(label, below, order, gt, n)
     # the classes to score: the maps' and, from the matrix's rows, the ground truth's
-    classes = {int(k) + 1 for k in keys} | {int(c) for c in np.flatnonzero(conf[0].sum(1)) if c}
+    classes = {int(k) + 1 for k in keys} | {int(c) for c in np.flatnonzero(conf.sum((0, 2))) if c}
     return conf, _unsort(_contour_core(label, below, gt, len(order), n, classes), order)
 
 
@@ -162,13 +164,13 @@ def _present(labels, n):
 def _contour_core(label, below, gt, n_levels, n, classes):
     """Contour counts (n_levels, 5, n) of one image whose prediction at level j is
     `label` where j < `below` and background elsewhere (uint8 maps), for the label ids
-    `classes` (those in the prediction or the ground truth; the others score 0). A pixel is on class
-    c's predicted boundary at level j iff j lies in [min, max) of k = below * (label == c)
-    over its 2 x 2 block, so every level's boundary comes from one min/max pass; a
-    ground-truth boundary pixel is matched at the levels held by some predicted boundary
-    pixel within the radius (their level sets, as bits, OR-ed over the disk). Each class
-    is scored in the box around its pixels (its boundary lies within one pixel of it):
-    only the classes in the image, and their extent, cost anything."""
+    `classes` (those in the prediction or the ground truth; the others score 0).
+    A pixel is on class c's predicted boundary at level j iff j lies in [min, max) of
+    k = below * (label == c) over its 2 x 2 block, so every level's boundary comes from
+    one min/max pass; a ground-truth boundary pixel is matched at the levels held by some
+    predicted boundary pixel within the radius (their level sets, as bits, OR-ed over the
+    disk). Each class is scored in the box around its pixels (its boundary lies within
+    one pixel of it): only the classes in the image, and their extent, cost anything."""
     if n_levels > 63:
         raise ValueError(f"at most 63 thresholds per contour sweep, got {n_levels}")
     gt = np.asarray(gt, np.uint8)
