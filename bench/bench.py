@@ -493,11 +493,13 @@ def c_coco_masks(size, dev, a):
 
 def c_eval_classes(size, dev, a):
     """One image of a CAM evaluation as cam_record does it (read the CAM file and the mask,
-    one confusion matrix per threshold of the sweep) at COCO size with COCO's 81 labels,
-    against VOC's 21 on the same files; and the scores of 20 summed 81x81 matrices."""
+    one confusion matrix and one set of contour counts per threshold of the sweep) at
+    COCO size with COCO's 81 labels, against VOC's 21 on the same files; and the scores
+    of 20 summed 81x81 matrices. The maps are noise: the contour counts' worst case
+    (every pixel on some threshold's boundary)."""
     from misc.cam_io import load_cam, save_cam
     from misc.imutils import read_label, save_label_png
-    from misc.metrics import SWEEP_THRESHOLDS, scores, sweep_confusions
+    from misc.metrics import SWEEP_THRESHOLDS, scores, sweep_counts
     h, w = SIZES[size]
     rng = np.random.default_rng(0)
     tmp = tempfile.mkdtemp(prefix="bench_eval_")
@@ -515,8 +517,8 @@ def c_eval_classes(size, dev, a):
 
         def one():  # noqa: B023
             c = load_cam(os.path.join(tmp, "c.npz"), KEYS, n - 1)
-            conf[n] += sweep_confusions(c["high_res"], c["keys"], read_label(
-                os.path.join(tmp, "m.png")), thr, n)
+            conf[n] += sweep_counts(c["high_res"], c["keys"], read_label(
+                os.path.join(tmp, "m.png")), thr, n)[0]
         out[n] = max(out.get(n, 0), rate(one, torch.device("cpu"), 5, 1))
     t0 = time.perf_counter()
     for m in conf[N_CLASSES + 1]:

@@ -1,8 +1,10 @@
 """Evaluations into one record shape, result/eval/<output>.json: name, title, folder,
 list, n_images, class_names, fixed (scores at the output's fixed threshold; None for
-label maps), best (at the best threshold of the sweep, or the label maps' scores),
-sweep, per_class (IoU, precision, recall at best) and protocol (how the output was
-made and scored). Also the firing disagreement of two CAM sources."""
+label maps), best (at the best-mIoU threshold of the sweep, or the label maps' scores),
+sweep, per_class (IoU, precision, recall, contour F / precision / recall at best) and
+protocol (how the output was made and scored). Scores: misc.metrics.SCORES (mIoU, mean
+precision and recall, the contour F-score). Also the firing disagreement of two CAM
+sources."""
 import json
 import os
 
@@ -13,13 +15,11 @@ from misc.cam_io import cam_path, load_cam
 from misc.errors import PipelineError
 from misc.fileio import atomic_path, require_files
 from misc.imutils import read_label
-from misc.metrics import IGNORE, SWEEP_THRESHOLDS, confusion, format_table, scores, sweep_confusions
+from misc.metrics import (IGNORE, SCORES, SWEEP_THRESHOLDS, confusion, contour_counts,
+                          contour_scores, format_table, scores, sweep_counts)
 from misc.torchutils import is_main
 from pipeline import dataset
 from pipeline.registry import STEPS, producer, record_path, require, resolve
-
-SCORES = ("threshold", "miou", "mprecision", "mrecall")
-
 
 def _short(r):
     return {k: r[k] for k in SCORES}
@@ -29,7 +29,8 @@ def _record(o, args, ds, ids, list_name, best, fixed=None, sweep=None, **extra):
     return {"name": o.fmt(args), "title": o.title_for(args), "folder": o.path(args),
             "list": list_name, "n_images": len(ids), "class_names": list(ds.label_names),
             "fixed": fixed, "best": _short(best), "sweep": sweep,
-            "per_class": {k: best[k] for k in ("iou", "precision", "recall")},
+            "per_class": {k.removeprefix("class_"): best[k] for k in best
+                          if k in ("iou", "precision", "recall") or k.startswith("class_")},
             "protocol": {**o.protocol(args), "threshold": best["threshold"],
                          **({"fixed_threshold": fixed["threshold"]} if fixed else {})}, **extra}
 
@@ -44,14 +45,18 @@ def cam_record(ds, ids, list_name, o, args):
     labels = ds.labels(ids)
     n = ds.n_classes + 1
     conf = np.zeros((len(thresholds), n, n), np.int64)
+    edges = np.zeros((len(thresholds), 5, n), np.int64)  # contour counts
     for i in tqdm(ids, desc=f"eval {o.fmt(args)}"):
         c = load_cam(cam_path(folder, i), labels[i], ds.n_classes)
         gt = ds.mask(i)
         if c["high_res"].shape[1:] != gt.shape:
             raise PipelineError(f"{cam_path(folder, i)}: map size {c['high_res'].shape[1:]} "
                                 f"differs from the mask {gt.shape}; remake the CAMs")
-        conf += sweep_confusions(c["high_res"], c["keys"], gt, thresholds, n)
-    sweep = [dict(threshold=t, **scores(m)) for t, m in zip(thresholds, conf)]
+        m, e = sweep_counts(c["high_res"], c["keys"], gt, thresholds, n)
+        conf += m
+        edges += e
+    sweep = [dict(threshold=t, **scores(m), **contour_scores(e))
+             for t, m, e in zip(thresholds, conf, edges)]
     best = max(sweep, key=lambda r: r["miou"])
     fixed = next(r for r in sweep if r["threshold"] == fixed_thr)
     return _record(o, args, ds, ids, list_name, best, _short(fixed), [_short(r) for r in sweep])
@@ -64,14 +69,18 @@ def label_record(ds, ids, list_name, o, args, folder=None):
     require_files(folder, ids, ".png", "label PNGs", producer(o.name))
     n = ds.n_classes + 1
     conf = np.zeros((n, n), np.int64)
+    edges = np.zeros((5, n), np.int64)  # contour counts
     for i in tqdm(ids, desc=f"eval {os.path.basename(folder)}"):
         p = os.path.join(folder, f"{i}.png")
         pred, gt = read_label(p), ds.mask(i)
         if pred.shape != gt.shape:
             raise PipelineError(f"{p}: size {pred.shape} differs from the mask {gt.shape}; "
                                 f"rerun the step that makes it")
-        conf += confusion(np.where(pred == IGNORE, 0, pred), gt, n)
-    return _record(o, args, ds, ids, list_name, {"threshold": o.threshold(args), **scores(conf)})
+        pred = np.where(pred == IGNORE, 0, pred)
+        conf += confusion(pred, gt, n)
+        edges += contour_counts(pred, gt, n)
+    return _record(o, args, ds, ids, list_name, {"threshold": o.threshold(args), **scores(conf),
+                                                 **contour_scores(edges)})
 
 
 def evaluated_by(step_name, args):
@@ -127,11 +136,11 @@ def summary_line(rec, path):
     """The step's one-line summary of a record."""
     b, f = rec["best"], rec["fixed"]
     s = f"mIoU {100 * b['miou']:.1f} (precision {100 * b['mprecision']:.1f}, recall " \
-        f"{100 * b['mrecall']:.1f})"
+        f"{100 * b['mrecall']:.1f}; contour F {100 * b['contour_f']:.1f})"
     if f:
         s = (f"mIoU {100 * f['miou']:.1f} (precision {100 * f['mprecision']:.1f}, recall "
-             f"{100 * f['mrecall']:.1f}) at {f['threshold']:.2f}; best mIoU "
-             f"{100 * b['miou']:.1f} at {b['threshold']:.2f}")
+             f"{100 * f['mrecall']:.1f}; contour F {100 * f['contour_f']:.1f}) at "
+             f"{f['threshold']:.2f}; best mIoU {100 * b['miou']:.1f} at {b['threshold']:.2f}")
     return f"{s} -> {path}"
 
 

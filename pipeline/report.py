@@ -6,9 +6,8 @@ import json
 import os
 
 from misc.errors import PipelineError
+from misc.metrics import SCORES
 from pipeline.registry import record_path, stage_steps, stages
-
-SCORES = ("threshold", "miou", "mprecision", "mrecall")
 
 
 def read_json(path):
@@ -24,9 +23,10 @@ def read_json(path):
 
 def collect(args, step_times=None):
     """One dict per stage, in pipeline order: stage, name, kind ('cam' | 'mask'),
-    evaluated_on, the scores at the best threshold (threshold, miou, mprecision, mrecall;
-    None when not run), fixed (scores at the fixed threshold), sweep, per_class_iou,
-    protocol, and steps {step: wall seconds} from `step_times`."""
+    evaluated_on, the scores at the best threshold (misc.metrics.SCORES: threshold, miou,
+    mprecision, mrecall, contour_f; None when not run or, for contour_f, in a record
+    older than the metric), fixed (scores at the fixed threshold), sweep, per_class_iou,
+    per_class_contour_f, protocol, and steps {step: wall seconds} from `step_times`."""
     times = step_times or {}
     rows = []
     for o in stages(args):
@@ -39,6 +39,7 @@ def collect(args, step_times=None):
             **{k: best.get(k) for k in SCORES},
             "fixed": rec["fixed"] if rec else None, "sweep": rec["sweep"] if rec else None,
             "per_class_iou": rec["per_class"]["iou"] if rec else None,
+            "per_class_contour_f": rec["per_class"].get("contour_f") if rec else None,
             "class_names": rec["class_names"] if rec else None,
             "protocol": rec["protocol"] if rec else None,
             "steps": {s: times.get(s) for s in stage_steps(o)}})

@@ -3,9 +3,9 @@ grid_<id>.png for a handful of images (image, ground truth, every CAM stage of t
 report: the sources, naive, OR, AND, ORANDNet; then the label stages: pseudo-mask,
 segmenter prediction; maps on one 0-1 colour scale), pr_threshold.png (precision and
 recall of every CAM stage against the background threshold, the picture of the paper's
-argument), class_iou.png (per-class IoU of the segmenter and the pseudo-masks) and
-curves.png (every trainer's loss and lr per iteration). Panels of stages that have not
-run say so."""
+argument, and the contour F-score against the threshold), class_iou.png (per-class IoU
+and contour F of the segmenter and the pseudo-masks) and curves.png (every trainer's
+loss and lr per iteration). Panels of stages that have not run say so."""
 import os
 
 import matplotlib
@@ -85,9 +85,14 @@ def draw_grid(path, img, panels, palette):
     _save(fig, path)
 
 
+def _pct_or_nan(v):
+    return np.nan if v is None else 100 * v  # a record older than the metric has none
+
+
 def draw_pr(path, rows):
-    """Precision and recall against the threshold (left), precision against recall (right)."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Precision and recall against the threshold (left), precision against recall
+    (middle), the contour F-score against the threshold (right; label stages as lines)."""
+    fig, (a, b, e) = plt.subplots(1, 3, figsize=(16, 4.2))
     for n, r in enumerate(x for x in rows if x["kind"] == "cam" and x["sweep"]):
         c = f"C{n}"
         t = [s["threshold"] for s in r["sweep"]]
@@ -96,39 +101,51 @@ def draw_pr(path, rows):
         a.plot(t, rc, "--", color=c, label=f"{r['stage']} recall")
         b.plot(rc, p, "-o", color=c, ms=2.5, label=r["stage"])
         b.plot(100 * r["mrecall"], 100 * r["mprecision"], "*", color=c, ms=11)
+        e.plot(t, [_pct_or_nan(s.get("contour_f")) for s in r["sweep"]], "-", color=c,
+               label=r["stage"])
+        e.plot(r["threshold"], _pct_or_nan(r["contour_f"]), "*", color=c, ms=11)
     for r, m in zip((x for x in rows if x["kind"] == "mask" and x["miou"] is not None), "Ds"):
         b.plot(100 * r["mrecall"], 100 * r["mprecision"], m, color="k", ms=7,
                label=f"{r['stage']} ({r['evaluated_on']})")
+        e.axhline(_pct_or_nan(r["contour_f"]), color="k", ls=":" if m == "D" else "-.", lw=1,
+                  label=f"{r['stage']} ({r['evaluated_on']})")
     a.set(xlabel="background threshold", ylabel="mean over classes (%)",
           title="precision (solid) and recall (dashed)")
     b.set(xlabel="mean recall (%)", ylabel="mean precision (%)",
           title="precision vs recall (star: best-mIoU threshold)")
+    e.set(xlabel="background threshold", ylabel="contour F, mean over classes (%)",
+          title="contour F-score (star: best-mIoU threshold)")
     a.legend(fontsize=6, ncol=2)
     b.legend(fontsize=7)
-    for ax in (a, b):
+    e.legend(fontsize=6)
+    for ax in (a, b, e):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
 
 
 def draw_class_iou(path, rows):
-    """Per-class IoU bars of the mask stages (pseudo-masks, segmenter), scored classes only."""
+    """Per-class IoU (top) and contour F (bottom) bars of the mask stages (pseudo-masks,
+    segmenter), scored classes only."""
     rows = [r for r in rows if r["kind"] == "mask" and r["per_class_iou"]]
     names = rows[0]["class_names"] if rows else []
     keep = [k for k in range(len(names)) if any(r["per_class_iou"][k] is not None for r in rows)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(keep) + 2), 3.8))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.55 * len(keep) + 2), 7.2), sharex=True)
     w = 0.8 / max(len(rows), 1)
-    for n, r in enumerate(rows):
-        v = [100 * (r["per_class_iou"][k] or 0) for k in keep]
-        ax.bar(np.arange(len(keep)) + (n - (len(rows) - 1) / 2) * w, v, w,
-               label=f"{r['stage']}, {r['evaluated_on']}: mIoU {100 * r['miou']:.1f}")
-    ax.set_xticks(np.arange(len(keep)), [names[k] for k in keep], rotation=45, ha="right")
-    ax.set(ylabel="IoU (%)", ylim=(0, 100), title="per-class IoU")
-    if rows:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no pseudo-masks or segmenter scored yet", ha="center",
-                transform=ax.transAxes)
+    for ax, key, mean, title in ((axes[0], "per_class_iou", "miou", "IoU"),
+                                 (axes[1], "per_class_contour_f", "contour_f", "contour F")):
+        for n, r in enumerate(rows):
+            per = r[key] or [None] * len(names)  # a record older than the contour metric
+            ax.bar(np.arange(len(keep)) + (n - (len(rows) - 1) / 2) * w,
+                   [100 * (per[k] or 0) for k in keep], w,
+                   label=f"{r['stage']}, {r['evaluated_on']}: mean {_pct_or_nan(r[mean]):.1f}")
+        ax.set(ylabel=f"{title} (%)", ylim=(0, 100), title=f"per-class {title}")
+        if rows:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no pseudo-masks or segmenter scored yet", ha="center",
+                    transform=ax.transAxes)
+    axes[1].set_xticks(np.arange(len(keep)), [names[k] for k in keep], rotation=45, ha="right")
     fig.tight_layout()
     _save(fig, path)
 

@@ -14,6 +14,7 @@ def run(args):
     best = {o.fmt(args): rec["best"] for o, rec, _ in done}
     o = best["orandnet_cam"]
     return (f"ORANDNet best mIoU {100 * o['miou']:.1f} (precision {100 * o['mprecision']:.1f}, "
-            f"recall {100 * o['mrecall']:.1f}); OR recall {100 * best['or_cam']['mrecall']:.1f}, "
+            f"recall {100 * o['mrecall']:.1f}, contour F {100 * o['contour_f']:.1f}); OR recall "
+            f"{100 * best['or_cam']['mrecall']:.1f}, "
             f"AND precision {100 * best['and_cam']['mprecision']:.1f}; {len(done)} records "
             f"-> {args.result_dir}/eval/")

@@ -15,4 +15,5 @@ def run(args):
     print_records([(f"{args.seg_tag} {args.seg_eval_list}", rec)])
     b = rec["best"]
     return (f"{args.seg_eval_list} mIoU {100 * b['miou']:.1f} (precision "
-            f"{100 * b['mprecision']:.1f}, recall {100 * b['mrecall']:.1f}) -> {path}")
+            f"{100 * b['mprecision']:.1f}, recall {100 * b['mrecall']:.1f}; contour F "
+            f"{100 * b['contour_f']:.1f}) -> {path}")

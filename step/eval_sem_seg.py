@@ -14,5 +14,5 @@ def run(args):
     print_records([(name, before), ("IRN pseudo-mask", after)])
     a, f, b = after["best"], before["fixed"], before["best"]
     return (f"pseudo-masks mIoU {100 * a['miou']:.1f} (precision {100 * a['mprecision']:.1f}, "
-            f"recall {100 * a['mrecall']:.1f}); {name} without IRN {100 * f['miou']:.1f} at "
-            f"{f['threshold']:.2f}, best {100 * b['miou']:.1f} -> {path}")
+            f"recall {100 * a['mrecall']:.1f}; contour F {100 * a['contour_f']:.1f}); {name} "
+            f"without IRN {100 * f['miou']:.1f} at {f['threshold']:.2f}, best {100 * b['miou']:.1f} -> {path}")

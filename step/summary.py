@@ -1,8 +1,9 @@
 """Step summary: the paper-style table of the run, one row per stage of the report (the
 CAM sources, naive ensemble, OR, AND, ORANDNet, pseudo-mask after IRN, segmenter) with
-mIoU, mean precision, mean recall and the wall time of the steps that made it, and the
-protocol card (what each row scored and how); printed and written to result/summary.md
-and result/summary.json."""
+mIoU, mean precision, mean recall, the contour F-score and the wall time of the steps
+that made it, the protocol card (what each row scored and how) and the label stages'
+per-class IoU and contour F; printed and written to result/summary.md and
+result/summary.json."""
 import json
 import os
 import time
@@ -33,8 +34,9 @@ def _secs(steps):
 def markdown(rows, times, header, paper=""):
     """The summary as markdown: the stage table, then every step's wall time."""
     out = [header, "",
-           "| stage | evaluated on | threshold | mIoU | precision | recall | mIoU at the fixed "
-           "threshold | steps (s) | wall time (s) |", "|---|---|---|---|---|---|---|---|---|"]
+           "| stage | evaluated on | threshold | mIoU | precision | recall | contour F | mIoU at "
+           "the fixed threshold | steps (s) | wall time (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         # a scored row without a threshold is the segmenter: its argmax needs none
         thr = "—" if r["miou"] is None else \
@@ -44,29 +46,33 @@ def markdown(rows, times, header, paper=""):
         steps, total = _secs(r["steps"])
         out.append(f"| {r['stage']} | {r['evaluated_on'] or 'not run'} | {thr} | "
                    f"{_pct(r['miou'])} | {_pct(r['mprecision'])} | {_pct(r['mrecall'])} | "
-                   f"{fixed} | {steps} | {total} |")
+                   f"{_pct(r['contour_f'])} | {fixed} | {steps} | {total} |")
     out += ["", "CAM rows: scores at the best background threshold of the sweep; the fixed "
             "threshold is the step's default. Pseudo-masks: after the random walk "
-            "(threshold = its background score). Means over classes.", "",
+            "(threshold = its background score). Means over classes. Contour F: ICAM's "
+            "boundary F-score (tolerance 0.008 of the image diagonal) at the row's threshold, "
+            "over foreground classes.", "",
             "| step | wall time (s) |", "|---|---|"]
     out += [f"| {s} | {t:.1f} |" for s, t in times.items()]
     out += [f"| **total** | **{sum(times.values()):.1f}** |", ""]
-    out += protocol_card(rows) + [""] + per_class(rows) + [paper, ""]
+    out += protocol_card(rows) + [""] + per_class(rows, "per_class_iou", "IoU")
+    out += per_class(rows, "per_class_contour_f", "contour F") + [paper, ""]
     return "\n".join(out)
 
 
-def per_class(rows):
-    """Per-class IoU of the label stages (pseudo-masks, segmenter) under the dataset's class
-    names; classes no stage scored are left out (at COCO's 80 classes the table stays as
-    long as the classes present)."""
-    scored = [r for r in rows if r["kind"] == "mask" and r["per_class_iou"]]
+def per_class(rows, key="per_class_iou", title="IoU"):
+    """A per-class score (`key` of the rows: per_class_iou, per_class_contour_f) of the
+    label stages (pseudo-masks, segmenter) under the dataset's class names; classes no
+    stage scored are left out (at COCO's 80 classes the table stays as long as the
+    classes present)."""
+    scored = [r for r in rows if r["kind"] == "mask" and r[key]]
     if not scored:
         return []
     names = scored[0]["class_names"]
-    out = ["## Per-class IoU", "", "| class | " + " | ".join(r["stage"] for r in scored) + " |",
-           "|---|" + "---|" * len(scored)]
+    out = [f"## Per-class {title}", "", "| class | " + " | ".join(r["stage"] for r in scored)
+           + " |", "|---|" + "---|" * len(scored)]
     for k, name in enumerate(names):
-        v = [r["per_class_iou"][k] if k < len(r["per_class_iou"]) else None for r in scored]
+        v = [r[key][k] if k < len(r[key]) else None for r in scored]
         if any(x is not None for x in v):
             out.append(f"| {name} | " + " | ".join(_pct(x) for x in v) + " |")
     return out + [""]

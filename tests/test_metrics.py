@@ -174,6 +174,12 @@ def test_cam_record_perfect_cams(toy_root, tmp_path):
     assert ths == sorted(ths) and 0.5 in ths and len(ths) >= 10
     assert all(r["miou"] == 1.0 for r in res["sweep"])  # maps are 0 or 1: any t in (0, 1)
     assert res["best"]["miou"] == 1.0
+    # the contour F-score: perfect at every threshold, per foreground class that appears
+    assert all(r["contour_f"] == 1.0 for r in res["sweep"]) and res["fixed"]["contour_f"] == 1.0
+    for c in range(21):
+        assert (res["per_class"]["contour_f"][c] == 1.0) if c in present - {0} else \
+            (res["per_class"]["contour_f"][c] is None), c
+    assert res["per_class"]["contour_precision"][0] is None
     json.dumps(res, allow_nan=False)
 
 
@@ -196,6 +202,9 @@ def test_cam_record_scores_drop_for_blank_cams(toy_root, tmp_path):
     for key in labels[i]:  # never wrongly predicted (None when only this image has it)
         assert pc["precision"][key + 1] in (1.0, None)
         assert pc["recall"][key + 1] < 1.0
+        # its contours are missed too: contour recall drops, precision stays 1
+        assert pc["contour_recall"][key + 1] < 1.0 and pc["contour_precision"][key + 1] == 1.0
+    assert res["fixed"]["contour_f"] < 1.0
 
 
 def test_cam_record_missing_cam_names_producer(toy_root, tmp_path):

@@ -30,6 +30,8 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
         assert rows["AND"]["miou"] == json.load(f)["best"]["miou"]  # read from the eval record
     for r in s["rows"]:
         assert 0 <= r["miou"] <= 1 and 0 <= r["mprecision"] <= 1 and 0 <= r["mrecall"] <= 1
+        assert 0 <= r["contour_f"] <= 1 and len(r["per_class_contour_f"]) == 21
+        assert all("contour_f" in x for x in r["sweep"] or [])
         assert r["steps"] and all(t is not None and t >= 0 for t in r["steps"].values())
     assert rows["ORANDNet"]["steps"].keys() == {"train_orandnet", "make_orandnet_cam"}
     assert rows["AMN CAM"]["steps"].keys() == {"cam_to_amn_label", "train_amn", "make_amn_cam"}
@@ -39,6 +41,9 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
     for stage in STAGES:
         assert f"| {stage} |" in md
     assert "| **total** |" in md and "not run" not in md
+    assert "| precision | recall | contour F |" in md and "## Per-class contour F" in md
+    seg = rows["segmenter (seg)"]
+    assert f"| {100 * seg['mrecall']:.1f} | {100 * seg['contour_f']:.1f} |" in md
     # the protocol card: what each row scored and how
     card = md[md.index("## Protocol"):]
     assert "| ResNet CAM | train | 8 | 1.0 | on | off |" in card
