@@ -6,8 +6,9 @@ own work dir under --out, whose --orand_sources are the base folders by path, ea
 a calibrated offset (`:auto`, pipeline/registry.source_offsets), so every set follows one
 rule. Three tiers, each resumable (the steps skip finished work):
   A  every subset: OR and AND, evaluated (seconds per set);
-  B  every pair, and per size k >= 3 the --best_k subsets whose A score (mean of OR's
-     and AND's best mIoU) is highest, and the full set: ORANDNet and IRN's pseudo-masks;
+  B  every pair (or, with --pairs N, the first two sources' pair and the N best others),
+     and per size k >= 3 the --best_k subsets whose A score (mean of OR's and AND's best
+     mIoU) is highest, and the full set: ORANDNet and IRN's pseudo-masks;
   C  the --seg_top sets of B with the best pseudo-masks: the segmenter.
 -> <out>/study.json, <out>/study.md (one row per set: precision / recall / mIoU of OR,
 AND, ORANDNet and the pseudo-masks, the segmenter, wall time) and <out>/study_pr.png
@@ -141,6 +142,8 @@ def main(argv=None):
     p.add_argument("--base", required=True, help="the work dir whose result/ holds the sources")
     p.add_argument("--sources", required=True, help="comma-separated CAM folders of result/")
     p.add_argument("--out", default=None, help="default: <base>/study")
+    p.add_argument("--pairs", type=int, default=0, help="tier B: 0 = every pair, N = the "
+                   "first two sources' pair and the N best other pairs")
     p.add_argument("--best_k", type=int, default=1, help="tier B: subsets per size k >= 3")
     p.add_argument("--seg_top", type=int, default=3, help="tier C: sets given the segmenter")
     p.add_argument("flags", nargs="*", help="run_sample flags after --")
@@ -152,7 +155,9 @@ def main(argv=None):
     for names in sets:  # tier A
         spent[names] = run_steps(a, names, TIER_A)
     rows = {n: summarise(a, n, spent[n]) for n in sets}
-    chosen = [n for n in sets if len(n) == 2]
+    pairs = sorted((n for n in sets if len(n) == 2), key=lambda n: -a_score(rows[n]))
+    first = tuple(a.sources[:2])
+    chosen = pairs if not a.pairs else [first] + [n for n in pairs if n != first][:a.pairs]
     for k in range(3, len(a.sources) + 1):
         chosen += sorted((n for n in sets if len(n) == k), key=lambda n: -a_score(rows[n]))[:a.best_k]
     for names in chosen:  # tier B
