@@ -24,15 +24,17 @@ from pipeline.registry import STEP_NAMES, step_table
 
 
 def parse_steps(spec):
-    """'1-3', 'train_cam,make_cam', '2,eval_cam' -> step names in pipeline order."""
+    """'1-3', 'train_cam,make_cam', '2,eval_cam', 'make_orand-eval_orandnet' -> step names
+    in pipeline order (a range of names stays right when steps are added in between)."""
     chosen = set()
+    number = {n: str(i) for i, n in enumerate(STEP_NAMES)}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part in STEP_NAMES:
             chosen.add(part)
             continue
         lo, _, hi = part.partition("-")
         try:
-            lo, hi = int(lo), int(hi or lo)
+            lo, hi = int(number.get(lo, lo)), int(number.get(hi, hi) or lo)
         except ValueError:
             raise PipelineError(f"--steps: unknown step '{part}'; see --list_steps") from None
         if not 0 <= lo <= hi < len(STEP_NAMES):
