@@ -17,21 +17,24 @@ import time
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
 from net.irn import PAIR_REGIONS as IRN_PAIR_REGIONS, PATH_CELLS as IRN_PATH_CELLS
+from net.resnet_cam import FLIP_MERGES
 from net.vit_cam import METHODS as VIT_CAM_METHODS
 from pipeline.config import PRESETS, apply_preset
 from pipeline.registry import STEP_NAMES, step_table
 
 
 def parse_steps(spec):
-    """'1-3', 'train_cam,make_cam', '2,eval_cam' -> step names in pipeline order."""
+    """'1-3', 'train_cam,make_cam', '2,eval_cam', 'make_orand-eval_orandnet' -> step names
+    in pipeline order (a range of names stays right when steps are added in between)."""
     chosen = set()
+    number = {n: str(i) for i, n in enumerate(STEP_NAMES)}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part in STEP_NAMES:
             chosen.add(part)
             continue
         lo, _, hi = part.partition("-")
         try:
-            lo, hi = int(lo), int(hi or lo)
+            lo, hi = int(number.get(lo, lo)), int(number.get(hi, hi) or lo)
         except ValueError:
             raise PipelineError(f"--steps: unknown step '{part}'; see --list_steps") from None
         if not 0 <= lo <= hi < len(STEP_NAMES):
@@ -174,7 +177,21 @@ def build_parser():
                    help="refine the maps by the patch-to-patch attention of every block")
     g.add_argument("--mct_eval_thres", type=float, default=None,
                    help="background score of the fixed-threshold row")
-    g = p.add_argument_group("ORANDNet (steps 14-19)")
+    g = p.add_argument_group("VWE CAMs (steps 14-16; trunk --cam_backbone, scales --cam_scales)")
+    g.add_argument("--vwe_pretrained", default=None,
+                   help="imagenet | cam (the trained CAM classifier's trunk) | none | PATH")
+    g.add_argument("--vwe_words", type=int, default=None, help="codebook size K (visual words)")
+    g.add_argument("--vwe_gamma", type=float, default=None,
+                   help="hybrid pooling: weight of the global average against the 3 max levels")
+    g.add_argument("--vwe_crop_size", type=int, default=None)
+    g.add_argument("--vwe_flip_merge", choices=list(FLIP_MERGES), default=None,
+                   help="CAMs: merge an image's map and its flip's by max (the reference) | sum")
+    g.add_argument("--vwe_resample", choices=["bilinear", "bicubic"], default=None,
+                   help="PIL filter of the CAM inference scales (the reference: bicubic)")
+    g.add_argument("--vwe_upsample", choices=["round16", "direct"], default=None,
+                   help="full-size CAMs: direct (the reference) | round16")
+    add_training_flags(g, "vwe", classifier=True)
+    g = p.add_argument_group("ORANDNet (steps 17-22)")
     g.add_argument("--orand_sources", default=None,
                    help="CAM sources NAME[:offset],... (registered or imported names, folders "
                         "under result/, or paths); without :offset, the source's default")
@@ -202,7 +219,7 @@ def build_parser():
                    help="its default offset in --orand_sources: a number, or auto (calibrated)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
-    g = p.add_argument_group("IRN refinement (steps 20-23)")
+    g = p.add_argument_group("IRN refinement (steps 23-26)")
     g.add_argument("--sem_seg_cam_dir", default=None, help="CAM folder to refine (name or path)")
     g.add_argument("--conf_fg_thres", type=float, default=None)
     g.add_argument("--conf_bg_thres", type=float, default=None)
@@ -226,7 +243,7 @@ def build_parser():
     g.add_argument("--beta", type=float, default=None, help="affinity power")
     g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")
     g.add_argument("--sem_seg_bg_thres", type=float, default=None)
-    g = p.add_argument_group("segmenter (steps 24-27)")
+    g = p.add_argument_group("segmenter (steps 27-30)")
     g.add_argument("--seg_tag", default="seg", help="names the weights, outputs and report")
     g.add_argument("--seg_backbone", default=None, help="resnet101 | vgg16 | a timm ResNet")
     g.add_argument("--seg_pretrained", default=None, help="imagenet | cam | none | PATH")
@@ -247,7 +264,7 @@ def build_parser():
     g.add_argument("--seg_crf", action=b, default=None, help="dense CRF on predictions")
     g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
     g.add_argument("--seg_eval_list", default=None)
-    g = p.add_argument_group("report (steps 28-29)")
+    g = p.add_argument_group("report (steps 31-32)")
     g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over eval_list)")
     g.add_argument("--draw_ids", default=None, help="comma-separated ids to draw instead")
     return p

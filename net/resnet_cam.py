@@ -9,6 +9,9 @@ from misc.weights import load_weights
 from net.backbones import build_resnet, feature_channels, set_last_stride, stem
 
 
+FLIP_MERGES = ("sum", "max")  # how multiscale_cams merges an image's map with its flip's
+
+
 class CAMNet(nn.Module):
     """ResNet classifier whose 1x1 classifier doubles as the CAM projection."""
 
@@ -60,16 +63,21 @@ class CAMNet(nn.Module):
 
 
 @torch.no_grad()
-def multiscale_cams(model, imgs, size, keys, round_up=16):
-    """Sum of CAMs over scales and horizontal flips for the classes `keys`, each at stride 4
-    and at full size, each class divided by its own max (+1e-5). imgs: list of (3,h,w).
-    round_up: each scale's full-size map is resized to the image size rounded up to this
-    multiple and cropped (16: the reference; 1: straight to the image size)."""
+def multiscale_cams(model, imgs, size, keys, round_up=16, merge="sum"):
+    """Sum over scales of CAMs for the classes `keys`, each at stride 4 and at full size,
+    each class divided by its own max (+1e-5). imgs: list of (3,h,w). At each scale the
+    image's map and its flip's (flipped back) are merged by `merge`: "sum" (IRN,
+    ORANDNet) or "max" (element-wise, VWE). round_up: each scale's full-size map is
+    resized to the image size rounded up to this multiple and cropped (16: ORANDNet's
+    reference; 1: straight to the image size)."""
+    if merge not in FLIP_MERGES:
+        raise ValueError(f"merge must be one of {FLIP_MERGES}, not {merge!r}")
     keys = torch.as_tensor(keys, dtype=torch.long, device=imgs[0].device)
     low = high = 0
     for img in imgs:
         c = model.cams(torch.stack([img, img.flip(-1)])).float()
-        lo, hi = to_cam_sizes((c[0] + c[1].flip(-1))[keys], size, round_up)
+        pair = c[0] + c[1].flip(-1) if merge == "sum" else torch.maximum(c[0], c[1].flip(-1))
+        lo, hi = to_cam_sizes(pair[keys], size, round_up)
         low, high = low + lo, high + hi
     return normalize_max(low), normalize_max(high)
 
@@ -83,3 +91,13 @@ def trained_cam_net(backbone, n_classes, path):
     """The CAM classifier with its trained weights (sess/cam.pth), checked by load_weights."""
     net = CAMNet(n_classes, backbone, "none", freeze_bn=True, freeze_stem=True)
     return load_weights(net, path, weights_meta(backbone, n_classes))
+
+
+def copy_cam_trunk(model, backbone, n_classes, path):
+    """Copy the trunk (stem and stages) of the trained CAM classifier (sess/cam.pth at
+    `path`) into `model`, a CAMNet subclass: the toy's stand-in for ImageNet weights
+    (AMN's and VWE's --*_pretrained cam). Returns model."""
+    cam = trained_cam_net(backbone, n_classes, path)
+    model.stem.load_state_dict(cam.stem.state_dict())
+    model.stages.load_state_dict(cam.stages.state_dict())
+    return model

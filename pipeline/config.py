@@ -11,6 +11,7 @@ from pipeline.registry import STEP_NAMES
 SECOND_ROW = ("cam_to_amn_label", "train_amn", "make_amn_cam", "eval_amn_cam", "train_mct",
               "make_mct_cam", "eval_mct_cam")
 VIT = ("train_vit", "make_vit_cam", "eval_vit_cam")
+VWE = ("train_vwe", "make_vwe_cam", "eval_vwe_cam")  # a CAM source of its own, run by --steps
 
 
 def _steps_but(skip):
@@ -18,8 +19,9 @@ def _steps_but(skip):
 
 
 PAPER = dict(
-    # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's and MCTformer's
-    steps=_steps_but(SECOND_ROW),
+    # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's,
+    # MCTformer's and VWE's
+    steps=_steps_but(SECOND_ROW + VWE),
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
     # IRN), scored on VOC train as in the paper
     dataset="auto", train_list="train_aug", infer_list="train_aug", eval_list="train",
@@ -51,6 +53,14 @@ PAPER = dict(
     mct_weight_decay=0.05, mct_warmup_epochs=5, mct_warmup_lr=1e-6, mct_min_lr=1e-5,
     mct_drop_path=0.1, mct_randaugment="rand-m9-mstd0.5-inc1", mct_color_jitter=0.4,
     mct_reprob=0.25, mct_crop_scale=(0.08, 1.0), mct_layers=3, mct_refine=True, mct_eval_thres=0.25,
+    # VWE (docs/FIDELITY.md, "VWE"; rulixiang/vwe configs/voc.yaml, train_cam.py,
+    # infer_cam.py): trunk --cam_backbone, CAM scales --cam_scales
+    vwe_pretrained="imagenet", vwe_words=256, vwe_gamma=2.0, vwe_epochs=6, vwe_batch_size=16,
+    vwe_lr=0.01, vwe_weight_decay=1e-4,
+    vwe_momentum=1e-4,  # IRN's poly optimiser quirk again: momentum = weight decay
+    vwe_resize_long=(320, 640), vwe_color_jitter=(0, 0, 0, 0), vwe_crop_size=512,
+    # its CAMs: flip pair merged by max, PIL bicubic scales, full size without rounding
+    vwe_flip_merge="max", vwe_resample="bicubic", vwe_upsample="direct", vwe_eval_thres=0.14,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
     orand_fcn="reference", orand_pretrained="imagenet",
@@ -127,6 +137,8 @@ TOY = dict(
     mct_backbone="vit_tiny_patch16_224", mct_img_size=96, mct_patch_size=8, mct_depth=4,
     mct_pretrained="none", mct_epochs=20, mct_batch_size=16, mct_lr=0.02, mct_warmup_epochs=2,
     mct_randaugment="", mct_color_jitter=0.0,
+    # VWE on the CAM classifier's trunk (no ImageNet ResNet offline), the toy's crops
+    vwe_pretrained="cam", vwe_crop_size=128, vwe_resize_long=(112, 176),
 )
 
 # The paper's second row (docs/FIDELITY.md, "ORANDNet over AMN and MCTformer"): the
@@ -135,13 +147,13 @@ TOY = dict(
 # adds +0.15 only to its ViT), ORANDNet (the reference's script passes weight decay 1e-4,
 # which its poly optimiser puts in the momentum slot), IRN and the segmenter as in `paper`
 PAPER_AMN_MCT = dict(
-    PAPER, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
+    PAPER, steps=_steps_but(VIT + VWE), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
     cam_epochs=5, cam_batch_size=16, cam_lr=0.1, cam_weight_decay=1e-4, cam_momentum=1e-4,
     cam_resize_long=(320, 640), cam_color_jitter=(0, 0, 0, 0), cam_resample="bicubic",
     cam_eval_thres=0.15,
 )
 
-TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam")
+TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT + VWE), orand_sources="amn_cam,mct_cam")
 
 
 # MS COCO 2014 (80 classes; README "MS COCO 2014"). What ORANDNet's reference computes on

@@ -14,6 +14,7 @@ from misc.errors import PipelineError
 from misc.fileio import require_files, result_folder
 
 SOURCE_FILE = "source.json"  # what makes a folder of imported CAMs a registered source
+AUTO = "auto"  # an offset calibrated from the evaluation records (source_offsets)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ OUTPUTS = (
     Output("mct_cam", "cams", "MCTformer CAM", "mct_eval_thres", offset=0.0,
            protocol=lambda a: {"scales": ["full size"], "flip": True, "crf": False,
                                "layers": a.mct_layers, "refine": bool(a.mct_refine)}),
+    Output("vwe.pth", "weights"),
+    Output("vwe_cam", "cams", "VWE CAM", "vwe_eval_thres", offset=AUTO,
+           protocol=lambda a: {"scales": list(a.cam_scales), "flip": a.vwe_flip_merge,
+                               "crf": False, "words": a.vwe_words}),
     Output("naive_cam", "cams", "naive ensemble", "orand_eval_thres", protocol=_ensemble),
     Output("or_cam", "cams", "OR", "orand_eval_thres", protocol=_ensemble),
     Output("and_cam", "cams", "AND", "orand_eval_thres", protocol=_ensemble),
@@ -121,6 +126,10 @@ STEPS = (  # numbered from 0: step 0 prepares COCO's masks, a no-op on VOC-layou
     Step("train_mct", ("train_list images + labels",), ("mct.pth",)),
     Step("make_mct_cam", ("mct.pth", "infer_list images"), ("mct_cam",)),
     Step("eval_mct_cam", ("eval_list masks",), evaluates=("mct_cam",)),
+    Step("train_vwe", ("train_list images + labels (+ sess/cam.pth with --vwe_pretrained cam)",),
+         ("vwe.pth",)),
+    Step("make_vwe_cam", ("vwe.pth", "infer_list images"), ("vwe_cam",)),
+    Step("eval_vwe_cam", ("eval_list masks",), evaluates=("vwe_cam",)),
     Step("import_cams", ("--import_dir (other projects' pickled .npy)",),
          ("result/<--import_name>/<id>.npz + source.json",)),
     Step("make_orand", ("--orand_sources",), ("or_cam", "and_cam")),
@@ -183,8 +192,6 @@ def cam_output(spec, args):
             raise PipelineError(f"{manifest}: damaged ({e}); rerun import_cams") from e
     return Output(base, "cams", base, "orand_eval_thres", offset=AUTO, folder=path)
 
-
-AUTO = "auto"
 
 
 def parse_offset(value, where):

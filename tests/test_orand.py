@@ -1,6 +1,6 @@
 """ORANDNet: OR/AND against hand values, offsets and clipping, source agreement checks,
 batched == one-map-at-a-time, both losses learn (and ce's single-class hole), the
-foreign-CAM import with its pickle guard, and steps 14-19 end to end."""
+foreign-CAM import with its pickle guard, and steps import_cams to eval_orandnet end to end."""
 import argparse
 import json
 import os
@@ -149,7 +149,8 @@ FAST = [*TINY, "--orand_iters", "3"]
 @pytest.fixture(scope="module")
 def orand_run(toy_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("orand")
-    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps", "1-6,14-19"])
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps",
+                     "1-6,import_cams-eval_orandnet"])
     return work
 
 
