@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from misc.cam_io import strided_size
 from misc.metrics import IGNORE
 from misc.weights import load_weights
-from net.resnet_cam import CAMNet, trained_cam_net
+from net.resnet_cam import CAMNet, copy_cam_trunk
 
 
 class ASPP(nn.Module):
@@ -148,11 +148,8 @@ def make_amn(n_classes, backbone, pretrained, cam_weights=None):
     'cam': the trunk of the trained CAM classifier (cam_weights, sess/cam.pth: the toy's
     stand-in for ImageNet weights)."""
     model = AMN(n_classes, backbone, "none" if pretrained == "cam" else pretrained)
-    if pretrained == "cam":
-        cam = trained_cam_net(backbone, n_classes, cam_weights)
-        model.stem.load_state_dict(cam.stem.state_dict())
-        model.stages.load_state_dict(cam.stages.state_dict())
-    return model
+    return copy_cam_trunk(model, backbone, n_classes, cam_weights) if pretrained == "cam" \
+        else model
 
 
 def trained_amn(backbone, n_classes, path):

@@ -83,3 +83,12 @@ def trained_cam_net(backbone, n_classes, path):
     """The CAM classifier with its trained weights (sess/cam.pth), checked by load_weights."""
     net = CAMNet(n_classes, backbone, "none", freeze_bn=True, freeze_stem=True)
     return load_weights(net, path, weights_meta(backbone, n_classes))
+
+
+def copy_cam_trunk(model, backbone, n_classes, path):
+    """Load the trunk (stem and stages) of the trained CAM classifier (sess/cam.pth) into
+    `model`, a CAMNet subclass: the toy's stand-in for ImageNet weights. Returns model."""
+    cam = trained_cam_net(backbone, n_classes, path)
+    model.stem.load_state_dict(cam.stem.state_dict())
+    model.stages.load_state_dict(cam.stages.state_dict())
+    return model
