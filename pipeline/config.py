@@ -11,6 +11,9 @@ from pipeline.registry import STEP_NAMES
 SECOND_ROW = ("cam_to_amn_label", "train_amn", "make_amn_cam", "eval_amn_cam", "train_mct",
               "make_mct_cam", "eval_mct_cam")
 VIT = ("train_vit", "make_vit_cam", "eval_vit_cam")
+# ICAM, a CAM source of its own (not part of the paper's rows): run with --steps or
+# --orand_sources icam_cam,...
+ICAM = ("train_icam", "make_icam_cam", "eval_icam_cam")
 
 
 def _steps_but(skip):
@@ -19,7 +22,7 @@ def _steps_but(skip):
 
 PAPER = dict(
     # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's and MCTformer's
-    steps=_steps_but(SECOND_ROW),
+    steps=_steps_but(SECOND_ROW + ICAM),
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
     # IRN), scored on VOC train as in the paper
     dataset="auto", train_list="train_aug", infer_list="train_aug", eval_list="train",
@@ -51,6 +54,16 @@ PAPER = dict(
     mct_weight_decay=0.05, mct_warmup_epochs=5, mct_warmup_lr=1e-6, mct_min_lr=1e-5,
     mct_drop_path=0.1, mct_randaugment="rand-m9-mstd0.5-inc1", mct_color_jitter=0.4,
     mct_reprob=0.25, mct_crop_scale=(0.08, 1.0), mct_layers=3, mct_refine=True, mct_eval_thres=0.25,
+    # ICAM (docs/FIDELITY.md, "ICAM"): arvijj/icam's train_cam.py / infer_cam.py on this
+    # project's trunk (--cam_backbone; the reference's ResNet-38 has MXNet weights only);
+    # its PolyOptimizer puts the weight decay in SGD's momentum slot, as IRN's
+    icam_pretrained="imagenet", icam_epochs=8, icam_batch_size=8, icam_lr=0.01,
+    icam_weight_decay=5e-4, icam_momentum=5e-4, icam_resize_long=(448, 768),
+    icam_color_jitter=(0.3, 0.3, 0.3, 0.1), icam_crop_size=448, icam_dropout=0.5,
+    icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8, icam_fsl_weight=0.5,
+    icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
+    # eval_cam.py: background = 1 - the winner's map, so foreground where it exceeds 0.5
+    icam_eval_thres=0.5,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
     orand_fcn="reference", orand_pretrained="imagenet",
@@ -127,6 +140,11 @@ TOY = dict(
     mct_backbone="vit_tiny_patch16_224", mct_img_size=96, mct_patch_size=8, mct_depth=4,
     mct_pretrained="none", mct_epochs=20, mct_batch_size=16, mct_lr=0.02, mct_warmup_epochs=2,
     mct_randaugment="", mct_color_jitter=0.0,
+    # ICAM on the CAM classifier's trunk (no ImageNet ResNet offline), the toy CAM
+    # classifier's crops and no jitter
+    icam_pretrained="cam", icam_epochs=6, icam_batch_size=16, icam_lr=0.01,
+    icam_weight_decay=1e-4, icam_momentum=0.9, icam_resize_long=(112, 176), icam_crop_size=128,
+    icam_color_jitter=(0, 0, 0, 0),
 )
 
 # The paper's second row (docs/FIDELITY.md, "ORANDNet over AMN and MCTformer"): the
@@ -135,13 +153,13 @@ TOY = dict(
 # adds +0.15 only to its ViT), ORANDNet (the reference's script passes weight decay 1e-4,
 # which its poly optimiser puts in the momentum slot), IRN and the segmenter as in `paper`
 PAPER_AMN_MCT = dict(
-    PAPER, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
+    PAPER, steps=_steps_but(VIT + ICAM), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
     cam_epochs=5, cam_batch_size=16, cam_lr=0.1, cam_weight_decay=1e-4, cam_momentum=1e-4,
     cam_resize_long=(320, 640), cam_color_jitter=(0, 0, 0, 0), cam_resample="bicubic",
     cam_eval_thres=0.15,
 )
 
-TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT), orand_sources="amn_cam,mct_cam")
+TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT + ICAM), orand_sources="amn_cam,mct_cam")
 
 
 # MS COCO 2014 (80 classes; README "MS COCO 2014"). What ORANDNet's reference computes on
