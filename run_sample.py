@@ -192,6 +192,9 @@ def build_parser():
                         "pull together")
     g.add_argument("--icam_fsl_sigma", type=float, default=None,
                    help="feature-similarity Gaussian spatial weight, in cells of the logit grid")
+    g.add_argument("--icam_max_weight", type=float, default=None,
+                   help="weight of the multilabel soft margin of each channel's max softmax, "
+                        "background labelled 1 (the reference's PCM-map term, on the CAMs)")
     g.add_argument("--icam_scales", type=floats, default=None, help="CAM inference scales")
     add_training_flags(g, "icam", classifier=True)
     g = p.add_argument_group("ORANDNet (steps 17-22)")

@@ -70,19 +70,28 @@ def importance_sample(probs, n):
     return flat.gather(1, idx).view(b, k, n)
 
 
-def classification_loss(logits, labels, n_samples=100, is_weight=0.8, eps=1e-3):
+def classification_loss(logits, labels, n_samples=100, is_weight=0.8, eps=1e-3, max_weight=0.0):
     """ICAM's L_cls on logits (B, 1 + C, h, w) and multi-hot labels (B, C):
     (1 - is_weight) x multilabel soft margin of the spatially averaged foreground logits
     + is_weight x the same loss of the sampled foreground values' logits against the
     image's labels (each sample a prediction of its class). Both are means of the
-    per-element binary cross-entropy, as multilabel_soft_margin_loss computes them."""
+    per-element binary cross-entropy, as multilabel_soft_margin_loss computes them.
+    With max_weight, + max_weight x the multilabel soft margin of probs_to_logits of
+    each channel's maximum softmax value, background included and labelled 1: the term
+    the reference puts on its PCM-revised maps (`--rv_pooling max`), the one that tells
+    the background channel to fire somewhere."""
     logits = logits.float()
-    gap = F.multilabel_soft_margin_loss(logits.mean((2, 3))[:, 1:], labels)
-    if not is_weight:
-        return gap
-    s = probs_to_logits(importance_sample(F.softmax(logits, 1), n_samples), eps)[:, 1:]
-    sampled = F.binary_cross_entropy_with_logits(s, labels[:, :, None].expand_as(s))
-    return (1 - is_weight) * gap + is_weight * sampled
+    loss = F.multilabel_soft_margin_loss(logits.mean((2, 3))[:, 1:], labels)
+    probs = F.softmax(logits, 1)
+    if is_weight:
+        s = probs_to_logits(importance_sample(probs, n_samples), eps)[:, 1:]
+        sampled = F.binary_cross_entropy_with_logits(s, labels[:, :, None].expand_as(s))
+        loss = (1 - is_weight) * loss + is_weight * sampled
+    if max_weight:
+        peak = probs_to_logits(probs.flatten(2).amax(2), eps)
+        loss = loss + max_weight * F.multilabel_soft_margin_loss(
+            peak, torch.cat([labels.new_ones(len(labels), 1), labels], 1))
+    return loss
 
 
 def pair_weights(h, w, sigma, device=None):
@@ -129,10 +138,10 @@ def cell_colours(img, size):
 
 
 def icam_loss(logits, labels, img, n_samples=100, is_weight=0.8, eps=1e-3, fsl_weight=0.5,
-              mu=2.5, sigma=5.0):
+              mu=2.5, sigma=5.0, max_weight=0.0):
     """ICAM's training loss of one view: classification_loss + fsl_weight x
     feature_similarity_loss of the softmax maps and the image's colours."""
-    loss = classification_loss(logits, labels, n_samples, is_weight, eps)
+    loss = classification_loss(logits, labels, n_samples, is_weight, eps, max_weight)
     if fsl_weight:
         rgb = cell_colours(img, logits.shape[-2:])
         loss = loss + fsl_weight * feature_similarity_loss(rgb, F.softmax(logits.float(), 1),

@@ -62,6 +62,8 @@ PAPER = dict(
     icam_color_jitter=(0.3, 0.3, 0.3, 0.1), icam_crop_size=448, icam_dropout=0.5,
     icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8, icam_fsl_weight=0.5,
     icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
+    # the reference's max-pooled term with background acts on SEAM's PCM maps, absent here
+    icam_max_weight=0.0,
     # eval_cam.py: background = 1 - the winner's map, so foreground where it exceeds 0.5
     icam_eval_thres=0.5,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")

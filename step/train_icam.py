@@ -3,7 +3,8 @@ side in --icam_resize_long (PIL bicubic), flip, colour jitter --icam_color_jitte
 --icam_crop_size; loss = (1 - --icam_is_weight) x the GAP logits' multilabel soft margin
 + --icam_is_weight x that of --icam_samples importance-sampled pixels per class (logits
 of the sampled softmax values, --icam_sample_eps) + --icam_fsl_weight x the feature-
-similarity loss (--icam_fsl_mu, Gaussian --icam_fsl_sigma cells); SGD with poly decay,
+similarity loss (--icam_fsl_mu, Gaussian --icam_fsl_sigma cells) + --icam_max_weight x
+the max-pooled term with background (the reference's PCM-map term); SGD with poly decay,
 head at 10x the lr -> sess/icam.pth. --icam_pretrained cam starts from the trained CAM
 classifier's trunk (sess/cam.pth, the toy's stand-in for ImageNet weights)."""
 from misc.trainer import poly_lr
@@ -16,7 +17,7 @@ def run(args):
     def loss(net, b):
         return icam_loss(net(b["img"]), b["label"], b["img"], args.icam_samples,
                          args.icam_is_weight, args.icam_sample_eps, args.icam_fsl_weight,
-                         args.icam_fsl_mu, args.icam_fsl_sigma)
+                         args.icam_fsl_mu, args.icam_fsl_sigma, args.icam_max_weight)
     return train_classifier(
         args, lambda n: make_icam(n, args.cam_backbone, args.icam_pretrained,
                                   output("cam.pth").path(args), args.icam_dropout),

@@ -77,6 +77,10 @@ def test_classification_loss_on_spatially_constant_maps():
     got = classification_loss(logits, labels, n_samples=7, is_weight=0.8, eps=1e-3)
     assert got.item() == pytest.approx(0.2 * gap + 0.8 * sampled)
     assert classification_loss(logits, labels, is_weight=0).item() == pytest.approx(gap)
+    # the max-pooled term: every channel's peak softmax, background labelled 1
+    peak = (_bce(f[0], 1) + _bce(f[1], 1) + _bce(f[2], 0)) / 3
+    got = classification_loss(logits, labels, is_weight=0, max_weight=0.5).item()
+    assert got == pytest.approx(gap + 0.5 * peak)
 
 
 def _two_pixels(colour_a, colour_b):
