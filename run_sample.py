@@ -179,6 +179,8 @@ def build_parser():
                    help="imagenet | cam (the trained CAM classifier's trunk) | none | PATH")
     g.add_argument("--icam_crop_size", type=int, default=None)
     g.add_argument("--icam_dropout", type=float, default=None, help="Dropout2d before the head")
+    g.add_argument("--icam_head_bias", action=b, default=None,
+                   help="a bias in the 1x1 head (the reference's has none)")
     g.add_argument("--icam_samples", type=int, default=None,
                    help="importance-sampled pixels per image and class")
     g.add_argument("--icam_sample_eps", type=float, default=None,

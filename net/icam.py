@@ -34,10 +34,16 @@ class ICAM(CAMNet):
     (statistics and affine parameters), its first convolution and its first residual
     stage, here every batch norm, the stem and layer1 are frozen."""
 
-    def __init__(self, n_classes, backbone="resnet50", pretrained="none", dropout=0.5):
+    def __init__(self, n_classes, backbone="resnet50", pretrained="none", dropout=0.5,
+                 head_bias=False):
         super().__init__(n_classes, backbone, pretrained, freeze_bn=True, freeze_stem=True)
-        self.classifier = nn.Conv2d(self.classifier.in_channels, n_classes + 1, 1, bias=False)
+        # bias-free as the reference's fc8; head_bias lets a channel fire where the
+        # features are weak (a learned background score)
+        self.classifier = nn.Conv2d(self.classifier.in_channels, n_classes + 1, 1,
+                                    bias=head_bias)
         nn.init.xavier_uniform_(self.classifier.weight)  # the reference's fc8 init
+        if head_bias:
+            nn.init.zeros_(self.classifier.bias)
         self.dropout = nn.Dropout2d(dropout)
         for m in [self.stages[0]] + [m for m in self.modules()
                                      if isinstance(m, nn.modules.batchnorm._BatchNorm)]:
@@ -177,20 +183,22 @@ def icam_cams(model, imgs, size, keys):
     return tuple(normalize_max(winner_take_all(m / n)) for m in (low, high))
 
 
-def weights_meta(backbone, n_classes):
+def weights_meta(backbone, n_classes, head_bias=False):
     """What identifies ICAM's saved weights (checked when loading them)."""
-    return {"step": "train_icam", "arch": "ICAM", "backbone": backbone, "n_classes": n_classes}
+    return {"step": "train_icam", "arch": "ICAM", "backbone": backbone, "n_classes": n_classes,
+            "head_bias": bool(head_bias)}
 
 
-def make_icam(n_classes, backbone, pretrained, cam_weights=None, dropout=0.5):
+def make_icam(n_classes, backbone, pretrained, cam_weights=None, dropout=0.5, head_bias=False):
     """A new ICAM to train. pretrained: imagenet | none | a weights file for the trunk, or
     'cam': the trunk of the trained CAM classifier (cam_weights, sess/cam.pth)."""
-    model = ICAM(n_classes, backbone, "none" if pretrained == "cam" else pretrained, dropout)
+    model = ICAM(n_classes, backbone, "none" if pretrained == "cam" else pretrained, dropout,
+                 head_bias)
     return copy_cam_trunk(model, backbone, n_classes, cam_weights) if pretrained == "cam" \
         else model
 
 
-def trained_icam(backbone, n_classes, path):
+def trained_icam(backbone, n_classes, path, head_bias=False):
     """ICAM with its trained weights (sess/icam.pth), checked by load_weights."""
-    return load_weights(ICAM(n_classes, backbone, "none"), path,
-                        weights_meta(backbone, n_classes))
+    return load_weights(ICAM(n_classes, backbone, "none", head_bias=head_bias), path,
+                        weights_meta(backbone, n_classes, head_bias))

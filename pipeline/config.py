@@ -60,6 +60,7 @@ PAPER = dict(
     icam_pretrained="imagenet", icam_epochs=8, icam_batch_size=8, icam_lr=0.01,
     icam_weight_decay=5e-4, icam_momentum=5e-4, icam_resize_long=(448, 768),
     icam_color_jitter=(0.3, 0.3, 0.3, 0.1), icam_crop_size=448, icam_dropout=0.5,
+    icam_head_bias=False,
     icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8, icam_fsl_weight=0.5,
     icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
     # the reference's max-pooled term with background acts on SEAM's PCM maps, absent here

@@ -11,7 +11,8 @@ from voc12.dataloader import MultiScaleDataset
 
 
 def run(args):
-    model = trained_icam(args.cam_backbone, dataset(args).n_classes, output("icam.pth").path(args))
+    model = trained_icam(args.cam_backbone, dataset(args).n_classes, output("icam.pth").path(args),
+                         args.icam_head_bias)
     model.to(args.device).eval()
 
     def cams(item):

@@ -5,8 +5,9 @@ side in --icam_resize_long (PIL bicubic), flip, colour jitter --icam_color_jitte
 of the sampled softmax values, --icam_sample_eps) + --icam_fsl_weight x the feature-
 similarity loss (--icam_fsl_mu, Gaussian --icam_fsl_sigma cells) + --icam_max_weight x
 the max-pooled term with background (the reference's PCM-map term); SGD with poly decay,
-head at 10x the lr -> sess/icam.pth. --icam_pretrained cam starts from the trained CAM
-classifier's trunk (sess/cam.pth, the toy's stand-in for ImageNet weights)."""
+head (with a bias if --icam_head_bias) at 10x the lr -> sess/icam.pth. --icam_pretrained
+cam starts from the trained CAM classifier's trunk (sess/cam.pth, the toy's stand-in for
+ImageNet weights)."""
 from misc.trainer import poly_lr
 from net.icam import icam_loss, make_icam, weights_meta
 from pipeline.classifier import train_classifier
@@ -20,8 +21,10 @@ def run(args):
                          args.icam_fsl_mu, args.icam_fsl_sigma, args.icam_max_weight)
     return train_classifier(
         args, lambda n: make_icam(n, args.cam_backbone, args.icam_pretrained,
-                                  output("cam.pth").path(args), args.icam_dropout),
-        "icam", lambda n: weights_meta(args.cam_backbone, n), lr=args.icam_lr,
+                                  output("cam.pth").path(args), args.icam_dropout,
+                                  args.icam_head_bias),
+        "icam", lambda n: weights_meta(args.cam_backbone, n, args.icam_head_bias),
+        lr=args.icam_lr,
         weight_decay=args.icam_weight_decay, momentum=args.icam_momentum,
         epochs=args.icam_epochs, iters=args.icam_iters, batch_size=args.icam_batch_size,
         crop_size=args.icam_crop_size, resize_long=args.icam_resize_long,
