@@ -21,7 +21,8 @@ def _steps_but(skip):
 
 
 PAPER = dict(
-    # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's and MCTformer's
+    # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's, MCTformer's
+    # and ICAM's
     steps=_steps_but(SECOND_ROW + ICAM),
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
     # IRN), scored on VOC train as in the paper
@@ -60,9 +61,8 @@ PAPER = dict(
     icam_pretrained="imagenet", icam_epochs=8, icam_batch_size=8, icam_lr=0.01,
     icam_weight_decay=5e-4, icam_momentum=5e-4, icam_resize_long=(448, 768),
     icam_color_jitter=(0.3, 0.3, 0.3, 0.1), icam_crop_size=448, icam_dropout=0.5,
-    icam_head_bias=False,
-    icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8, icam_fsl_weight=0.5,
-    icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
+    icam_head_bias=False, icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8,
+    icam_fsl_weight=0.5, icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
     # the reference's max-pooled term with background acts on SEAM's PCM maps, absent here
     icam_max_weight=0.0,
     # eval_cam.py: background = 1 - the winner's map, so foreground where it exceeds 0.5
@@ -145,7 +145,7 @@ TOY = dict(
     mct_randaugment="", mct_color_jitter=0.0,
     # ICAM on the CAM classifier's trunk (no ImageNet ResNet offline), the toy CAM
     # classifier's crops and no jitter
-    icam_pretrained="cam", icam_epochs=6, icam_batch_size=16, icam_lr=0.01,
+    icam_pretrained="cam", icam_epochs=12, icam_batch_size=16, icam_lr=0.01,
     icam_weight_decay=1e-4, icam_momentum=0.9, icam_resize_long=(112, 176), icam_crop_size=128,
     icam_color_jitter=(0, 0, 0, 0),
 )
