@@ -191,7 +191,32 @@ def build_parser():
     g.add_argument("--vwe_upsample", choices=["round16", "direct"], default=None,
                    help="full-size CAMs: direct (the reference) | round16")
     add_training_flags(g, "vwe", classifier=True)
-    g = p.add_argument_group("ORANDNet (steps 17-22)")
+    g = p.add_argument_group("ICAM CAMs (steps 17-19; trunk --cam_backbone)")
+    g.add_argument("--icam_pretrained", default=None,
+                   help="imagenet | cam (the trained CAM classifier's trunk) | none | PATH")
+    g.add_argument("--icam_crop_size", type=int, default=None)
+    g.add_argument("--icam_dropout", type=float, default=None, help="Dropout2d before the head")
+    g.add_argument("--icam_head_bias", action=b, default=None,
+                   help="a bias in the 1x1 head (the reference's has none)")
+    g.add_argument("--icam_samples", type=int, default=None,
+                   help="importance-sampled pixels per image and class")
+    g.add_argument("--icam_sample_eps", type=float, default=None,
+                   help="eps of the sampled values' logits log(y(1-eps)+eps) - log(1-y(1-eps))")
+    g.add_argument("--icam_is_weight", type=float, default=None,
+                   help="weight of the sampled loss; 1 - it weighs the GAP logits' loss")
+    g.add_argument("--icam_fsl_weight", type=float, default=None,
+                   help="weight of the feature-similarity loss (0: off)")
+    g.add_argument("--icam_fsl_mu", type=float, default=None,
+                   help="feature-similarity offset mu: colour differences below sigmoid(-mu) "
+                        "pull together")
+    g.add_argument("--icam_fsl_sigma", type=float, default=None,
+                   help="feature-similarity Gaussian spatial weight, in cells of the logit grid")
+    g.add_argument("--icam_max_weight", type=float, default=None,
+                   help="weight of the multilabel soft margin of each channel's max softmax, "
+                        "background labelled 1 (the reference's PCM-map term, on the CAMs)")
+    g.add_argument("--icam_scales", type=floats, default=None, help="CAM inference scales")
+    add_training_flags(g, "icam", classifier=True)
+    g = p.add_argument_group("ORANDNet (steps 20-25)")
     g.add_argument("--orand_sources", default=None,
                    help="CAM sources NAME[:offset],... (registered or imported names, folders "
                         "under result/, or paths); without :offset, the source's default")
@@ -219,7 +244,7 @@ def build_parser():
                    help="its default offset in --orand_sources: a number, or auto (calibrated)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="allow import_cams to unpickle the files of --import_dir")
-    g = p.add_argument_group("IRN refinement (steps 23-26)")
+    g = p.add_argument_group("IRN refinement (steps 26-29)")
     g.add_argument("--sem_seg_cam_dir", default=None, help="CAM folder to refine (name or path)")
     g.add_argument("--conf_fg_thres", type=float, default=None)
     g.add_argument("--conf_bg_thres", type=float, default=None)
@@ -243,7 +268,7 @@ def build_parser():
     g.add_argument("--beta", type=float, default=None, help="affinity power")
     g.add_argument("--exp_times", type=int, default=None, help="walk of 2^exp_times steps")
     g.add_argument("--sem_seg_bg_thres", type=float, default=None)
-    g = p.add_argument_group("segmenter (steps 27-30)")
+    g = p.add_argument_group("segmenter (steps 30-33)")
     g.add_argument("--seg_tag", default="seg", help="names the weights, outputs and report")
     g.add_argument("--seg_backbone", default=None, help="resnet101 | vgg16 | a timm ResNet")
     g.add_argument("--seg_pretrained", default=None, help="imagenet | cam | none | PATH")
@@ -264,7 +289,7 @@ def build_parser():
     g.add_argument("--seg_crf", action=b, default=None, help="dense CRF on predictions")
     g.add_argument("--seg_splits", default=None, help="lists make_seg predicts, e.g. val,test")
     g.add_argument("--seg_eval_list", default=None)
-    g = p.add_argument_group("report (steps 31-32)")
+    g = p.add_argument_group("report (steps 34-35)")
     g.add_argument("--draw_n", type=int, default=6, help="images drawn (spread over eval_list)")
     g.add_argument("--draw_ids", default=None, help="comma-separated ids to draw instead")
     return p

@@ -1,4 +1,4 @@
-"""What the classifier trainers (train_cam, train_vit, train_vwe) share: multilabel
+"""What the classifier trainers (train_cam, train_vit, train_vwe, train_icam) share: multilabel
 training on image-level labels with SGD, a 10x learning rate on the new head, and the
 shared loop."""
 import torch
@@ -21,8 +21,8 @@ def train_classifier(args, make_model, name, meta, *, lr, weight_decay, momentum
     """Train make_model(n_classes) (with .param_groups() -> (backbone, head)) on
     args.train_list; the model is built after the data checks, so bad data fails before
     any download. meta(n_classes) identifies the weights; schedule(optimizer, max_iters,
-    iterations per epoch) -> LR scheduler; loss(model outputs, labels) (default: the
-    multilabel soft margin of the logits). Returns the step's summary line."""
+    iterations per epoch) -> LR scheduler; loss(net, batch) -> scalar (default: the
+    multilabel soft margin of net(img)). Returns the step's summary line."""
     ds = dataset(args)
     ids = ds.ids(args.train_list)
     ds.check_images(ids)
@@ -36,8 +36,7 @@ def train_classifier(args, make_model, name, meta, *, lr, weight_decay, momentum
                           lr=lr, momentum=momentum)
     cfg = FitConfig.from_args(args, name=name, max_iters=iters, batch_size=batch_size,
                               grad_clip=grad_clip, meta=meta(ds.n_classes))
-    loss = loss or multilabel_loss
     s = fit(model, opt, schedule(opt, iters, per_epoch), data,
-            lambda net, b: loss(net(b["img"]), b["label"]), cfg)
+            loss or (lambda net, b: multilabel_loss(net(b["img"]), b["label"])), cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, final loss {s['final_loss']:.4f}, "
             f"{s['images_per_s']:.1f} img/s")

@@ -12,6 +12,9 @@ SECOND_ROW = ("cam_to_amn_label", "train_amn", "make_amn_cam", "eval_amn_cam", "
               "make_mct_cam", "eval_mct_cam")
 VIT = ("train_vit", "make_vit_cam", "eval_vit_cam")
 VWE = ("train_vwe", "make_vwe_cam", "eval_vwe_cam")  # a CAM source of its own, run by --steps
+# ICAM, a CAM source of its own (not part of the paper's rows): run with --steps or
+# --orand_sources icam_cam,...
+ICAM = ("train_icam", "make_icam_cam", "eval_icam_cam")
 
 
 def _steps_but(skip):
@@ -20,8 +23,8 @@ def _steps_but(skip):
 
 PAPER = dict(
     # ResNet-50 + ViT CAMs -> ORANDNet -> IRN -> segmenter: every step but AMN's,
-    # MCTformer's and VWE's
-    steps=_steps_but(SECOND_ROW + VWE),
+    # MCTformer's, VWE's and ICAM's
+    steps=_steps_but(SECOND_ROW + VWE + ICAM),
     # CAMs and pseudo-masks for all of train_aug (the segmenter's training set, as in
     # IRN), scored on VOC train as in the paper
     dataset="auto", train_list="train_aug", infer_list="train_aug", eval_list="train",
@@ -61,6 +64,18 @@ PAPER = dict(
     vwe_resize_long=(320, 640), vwe_color_jitter=(0, 0, 0, 0), vwe_crop_size=512,
     # its CAMs: flip pair merged by max, PIL bicubic scales, full size without rounding
     vwe_flip_merge="max", vwe_resample="bicubic", vwe_upsample="direct", vwe_eval_thres=0.14,
+    # ICAM (docs/FIDELITY.md, "ICAM"): arvijj/icam's train_cam.py / infer_cam.py on this
+    # project's trunk (--cam_backbone; the reference's ResNet-38 has MXNet weights only);
+    # its PolyOptimizer puts the weight decay in SGD's momentum slot, as IRN's
+    icam_pretrained="imagenet", icam_epochs=8, icam_batch_size=8, icam_lr=0.01,
+    icam_weight_decay=5e-4, icam_momentum=5e-4, icam_resize_long=(448, 768),
+    icam_color_jitter=(0.3, 0.3, 0.3, 0.1), icam_crop_size=448, icam_dropout=0.5,
+    icam_head_bias=False, icam_samples=100, icam_sample_eps=1e-3, icam_is_weight=0.8,
+    icam_fsl_weight=0.5, icam_fsl_mu=2.5, icam_fsl_sigma=5.0, icam_scales=(0.5, 1.0, 1.5, 2.0),
+    # the reference's max-pooled term with background acts on SEAM's PCM maps, absent here
+    icam_max_weight=0.0,
+    # eval_cam.py: background = 1 - the winner's map, so foreground where it exceeds 0.5
+    icam_eval_thres=0.5,
     # ORANDNet (docs/FIDELITY.md, "OR / AND" and "ORANDNet")
     orand_sources="cam,vit_cam:0.15", orand_clip=False, orand_net="fcn8s_vgg16",
     orand_fcn="reference", orand_pretrained="imagenet",
@@ -139,6 +154,11 @@ TOY = dict(
     mct_randaugment="", mct_color_jitter=0.0,
     # VWE on the CAM classifier's trunk (no ImageNet ResNet offline), the toy's crops
     vwe_pretrained="cam", vwe_crop_size=128, vwe_resize_long=(112, 176),
+    # ICAM on the CAM classifier's trunk (no ImageNet ResNet offline), the toy CAM
+    # classifier's crops and no jitter
+    icam_pretrained="cam", icam_epochs=12, icam_batch_size=16, icam_lr=0.01,
+    icam_weight_decay=1e-4, icam_momentum=0.9, icam_resize_long=(112, 176), icam_crop_size=128,
+    icam_color_jitter=(0, 0, 0, 0),
 )
 
 # The paper's second row (docs/FIDELITY.md, "ORANDNet over AMN and MCTformer"): the
@@ -147,13 +167,13 @@ TOY = dict(
 # adds +0.15 only to its ViT), ORANDNet (the reference's script passes weight decay 1e-4,
 # which its poly optimiser puts in the momentum slot), IRN and the segmenter as in `paper`
 PAPER_AMN_MCT = dict(
-    PAPER, steps=_steps_but(VIT + VWE), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
+    PAPER, steps=_steps_but(VIT + VWE + ICAM), orand_sources="amn_cam,mct_cam", orand_momentum=1e-4,
     cam_epochs=5, cam_batch_size=16, cam_lr=0.1, cam_weight_decay=1e-4, cam_momentum=1e-4,
     cam_resize_long=(320, 640), cam_color_jitter=(0, 0, 0, 0), cam_resample="bicubic",
     cam_eval_thres=0.15,
 )
 
-TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT + VWE), orand_sources="amn_cam,mct_cam")
+TOY_AMN_MCT = dict(TOY, steps=_steps_but(VIT + VWE + ICAM), orand_sources="amn_cam,mct_cam")
 
 
 # MS COCO 2014 (80 classes; README "MS COCO 2014"). What ORANDNet's reference computes on

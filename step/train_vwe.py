@@ -19,4 +19,4 @@ def run(args):
         weight_decay=args.vwe_weight_decay, momentum=args.vwe_momentum, epochs=args.vwe_epochs,
         iters=args.vwe_iters, batch_size=args.vwe_batch_size, crop_size=args.vwe_crop_size,
         resize_long=args.vwe_resize_long, jitter=args.vwe_color_jitter,
-        schedule=lambda opt, iters, _: poly_lr(opt, iters), loss=vwe_loss)
+        schedule=lambda opt, iters, _: poly_lr(opt, iters), loss=lambda net, b: vwe_loss(net(b["img"]), b["label"]))

@@ -19,7 +19,9 @@ TINY = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters
         "--seg_batch_size", "4", "--seg_crop_size", "48", "--seg_width", "16",
         "--seg_infer_scales", "1.0", "--amn_iters", "1", "--amn_batch_size", "4",
         "--amn_crop_size", "64", "--mct_iters", "1", "--mct_batch_size", "4", "--mct_img_size", "32",
-        "--mct_depth", "1", "--vwe_iters", "1", "--vwe_batch_size", "4", "--vwe_crop_size", "64"]
+        "--mct_depth", "1", "--vwe_iters", "1", "--vwe_batch_size", "4", "--vwe_crop_size", "64",
+        "--icam_iters", "1", "--icam_batch_size", "4", "--icam_crop_size", "64",
+        "--icam_scales", "1.0"]
 
 
 def write_pickled_cam(path, obj):

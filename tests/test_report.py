@@ -9,8 +9,8 @@ import run_sample
 from conftest import TINY
 from voc12.dataloader import VOC
 
-# the full run makes every step: the AMN, MCTformer and VWE sources are evaluated, so reported
-STAGES = ["ResNet CAM", "ViT CAM", "AMN CAM", "MCTformer CAM", "VWE CAM", "naive ensemble", "OR",
+# the full run makes every step: the AMN, MCTformer, VWE and ICAM sources are evaluated, so reported
+STAGES = ["ResNet CAM", "ViT CAM", "AMN CAM", "MCTformer CAM", "VWE CAM", "ICAM CAM", "naive ensemble", "OR",
           "AND", "ORANDNet", "pseudo-mask after IRN", "segmenter (seg)"]
 
 
@@ -37,6 +37,7 @@ def test_summary_rows_and_figures_of_a_full_run(full_run, toy_root):
     assert rows["AMN CAM"]["steps"].keys() == {"cam_to_amn_label", "train_amn", "make_amn_cam"}
     assert rows["MCTformer CAM"]["steps"].keys() == {"train_mct", "make_mct_cam"}
     assert rows["VWE CAM"]["steps"].keys() == {"train_vwe", "make_vwe_cam"}
+    assert rows["ICAM CAM"]["steps"].keys() == {"train_icam", "make_icam_cam"}
     assert len(rows["ResNet CAM"]["sweep"]) >= 19 and rows["segmenter (seg)"]["evaluated_on"] == "val (4 images)"
     md = (res / "summary.md").read_text()
     for stage in STAGES:
