@@ -145,6 +145,8 @@ def main(argv=None):
     p.add_argument("--pairs", type=int, default=0, help="tier B: 0 = every pair, N = the "
                    "first two sources' pair and the N best other pairs")
     p.add_argument("--best_k", type=int, default=1, help="tier B: subsets per size k >= 3")
+    p.add_argument("--b_sizes", default="", help="tier B: only these sizes k >= 3 "
+                   "(comma-separated; default every size)")
     p.add_argument("--seg_top", type=int, default=3, help="tier C: sets given the segmenter")
     p.add_argument("flags", nargs="*", help="run_sample flags after --")
     a = p.parse_args(argv)
@@ -158,7 +160,8 @@ def main(argv=None):
     pairs = sorted((n for n in sets if len(n) == 2), key=lambda n: -a_score(rows[n]))
     first = tuple(a.sources[:2])
     chosen = pairs if not a.pairs else [first] + [n for n in pairs if n != first][:a.pairs]
-    for k in range(3, len(a.sources) + 1):
+    sizes = [int(k) for k in a.b_sizes.split(",")] if a.b_sizes else range(3, len(a.sources) + 1)
+    for k in sizes:
         chosen += sorted((n for n in sets if len(n) == k), key=lambda n: -a_score(rows[n]))[:a.best_k]
     for names in chosen:  # tier B
         spent[names] += run_steps(a, names, TIER_B)
