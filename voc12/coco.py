@@ -25,7 +25,7 @@ from misc import imutils
 from misc.errors import PipelineError
 from misc.fileio import atomic_path
 from misc.metrics import IGNORE
-from voc12.dataloader import check_mask
+from voc12.dataloader import check_images, check_mask
 
 FOLDERS = ("train2014", "val2014")
 SPLITS = {"train": "train2014", "val": "val2014", "train_all": "train2014", "val_all": "val2014"}
@@ -251,10 +251,7 @@ class COCO:
 
     def check_images(self, ids):
         """Fail early, naming the first id whose JPEG is missing."""
-        for i in ids:
-            if not os.path.isfile(self.image_path(i)):
-                raise PipelineError(f"{self.image_path(i)}: image of id '{i}' not found; "
-                                    f"remove the id from the list or restore the image")
+        check_images(self, ids)
 
     # ---- labels
     def labels(self, ids):

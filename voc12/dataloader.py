@@ -34,6 +34,14 @@ def check_mask(path, m, size, n_classes):
     return m
 
 
+def check_images(ds, ids):
+    """Fail early, naming the first id whose JPEG (ds.image_path) is missing."""
+    for i in ids:
+        if not os.path.isfile(ds.image_path(i)):
+            raise PipelineError(f"{ds.image_path(i)}: image of id '{i}' not found; "
+                                f"remove the id from the list or restore the image")
+
+
 class VOC:
     """A VOC-layout root: `VOC(root, cache_dir)`. Its classes are VOC's 20, or those of
     `<root>/classes.txt` (one name per line, label id = line number). class_names (the
@@ -113,10 +121,7 @@ class VOC:
 
     def check_images(self, ids):
         """Fail early, naming the first id whose JPEG is missing."""
-        for i in ids:
-            if not os.path.isfile(self.image_path(i)):
-                raise PipelineError(f"{self.image_path(i)}: image of id '{i}' not found; "
-                                    f"remove the id from the list or restore the image")
+        check_images(self, ids)
 
     # ---- labels
     def labels(self, ids):
