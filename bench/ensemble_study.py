@@ -33,8 +33,8 @@ from pipeline.evaluate import evaluate_outputs  # noqa: E402
 from pipeline.registry import output  # noqa: E402
 
 TIER_A = ["make_orand"]
-TIER_B = ["train_orandnet", "make_orandnet_cam", "cam_to_ir_label", "train_irn",
-          "make_sem_seg_labels", "eval_sem_seg"]
+TIER_B = ["train_orandnet", "make_orandnet_cam"]
+TIER_B_IRN = ["cam_to_ir_label", "train_irn", "make_sem_seg_labels", "eval_sem_seg"]
 TIER_C = ["train_seg", "make_seg", "eval_seg"]
 REUSED = ("cam.pth",)  # weights the toy's later steps start from (--irn_trunk / --seg_pretrained cam)
 
@@ -56,9 +56,11 @@ def run_steps(a, names, steps):
             "--resume"]  # a trained network is kept: its checkpoint ends the run at once
     t0 = time.time()
     run_sample.main(argv)
-    if steps == TIER_A:  # OR and AND only: evaluate those two (eval_orandnet wants ORANDNet)
-        args = run_sample.resolve_args(argv)
-        evaluate_outputs(args, [output("or_cam"), output("and_cam")])
+    # eval_orandnet wants every ensemble row: evaluate what this tier made
+    made = {"make_orand": ["or_cam", "and_cam"], "make_orandnet_cam": ["orandnet_cam"]}
+    todo = [o for s in steps for o in made.get(s, [])]
+    if todo:
+        evaluate_outputs(run_sample.resolve_args(argv), [output(o) for o in todo])
     return time.time() - t0
 
 
@@ -148,6 +150,8 @@ def main(argv=None):
     p.add_argument("--b_sizes", default="", help="tier B: only these sizes k >= 3 "
                    "(comma-separated; default every size)")
     p.add_argument("--seg_top", type=int, default=3, help="tier C: sets given the segmenter")
+    p.add_argument("--no_irn", action="store_true",
+                   help="tier B without IRN's pseudo-masks (and so no tier C)")
     p.add_argument("flags", nargs="*", help="run_sample flags after --")
     a = p.parse_args(argv)
     a.sources = a.sources.split(",")
@@ -164,10 +168,11 @@ def main(argv=None):
     for k in sizes:
         chosen += sorted((n for n in sets if len(n) == k), key=lambda n: -a_score(rows[n]))[:a.best_k]
     for names in chosen:  # tier B
-        spent[names] += run_steps(a, names, TIER_B)
+        spent[names] += run_steps(a, names, TIER_B + ([] if a.no_irn else TIER_B_IRN))
         rows[names] = summarise(a, names, spent[names])
         write_report(a, list(rows.values()), time.time() - t0)
-    top = sorted(chosen, key=lambda n: -rows[n]["pseudo_mask"]["miou"])[:a.seg_top]
+    top = [] if a.no_irn else \
+        sorted(chosen, key=lambda n: -rows[n]["pseudo_mask"]["miou"])[:a.seg_top]
     for names in top:  # tier C
         spent[names] += run_steps(a, names, TIER_C)
         rows[names] = summarise(a, names, spent[names])
