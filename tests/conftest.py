@@ -23,6 +23,13 @@ TINY = ["--preset", "toy", "--device", "cpu", "--num_workers", "0", "--cam_iters
         "--icam_scales", "1.0"]
 
 
+def step_range(first, last):
+    """'--steps' text for the steps from `first` to `last` by name, so that a test keeps
+    its meaning when steps are added before them."""
+    from pipeline.registry import STEP_NAMES
+    return f"{STEP_NAMES.index(first)}-{STEP_NAMES.index(last)}"
+
+
 def write_pickled_cam(path, obj):
     """Save `obj` the way other WSSS projects save CAMs (np.save of a Python dict: a
     pickle). The tests' one writer of pickles, to check they are refused or imported; no

@@ -3,7 +3,8 @@
 region, labels at pixel 4i+2, the branch order of the boundary head, padding and
 logit-space flip averaging at inference, the balanced loss on a constant boundary, the
 sparse walk against a dense walk built here from the definition, a diagonal one-cell
-wall that the walk must not cross; CRF label range; steps 20-23 end to end with resume."""
+wall that the walk must not cross; CRF label range; the IRN steps (cam_to_ir_label to
+eval_sem_seg) end to end with resume."""
 import json
 from fractions import Fraction
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import run_sample
-from conftest import TINY
+from conftest import TINY, step_range
 from misc.crf import confident_labels
 from misc.imutils import read_label
 from net.irn import (BoundaryNet, affinity_loss, boundary_map, offsets, pair_affinities,
@@ -276,7 +277,7 @@ def test_crf_keeps_label_ids_in_range():
 
 def test_steps_20_to_23_and_rerun(toy_root, tmp_path, capsys):
     args = ["--voc12_root", toy_root, "--work_dir", str(tmp_path), *TINY]
-    run_sample.main(args + ["--steps", "1-6,14-23"])
+    run_sample.main(args + ["--steps", "1-6," + step_range("import_cams", "eval_sem_seg")])
     from voc12.dataloader import VOC
     voc = VOC(toy_root)
     labels = voc.labels(voc.ids("train"))

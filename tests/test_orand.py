@@ -1,6 +1,7 @@
 """ORANDNet: OR/AND against hand values, offsets and clipping, source agreement checks,
 batched == one-map-at-a-time, both losses learn (and ce's single-class hole), the
-foreign-CAM import with its pickle guard, and steps 14-19 end to end."""
+foreign-CAM import with its pickle guard, and the steps import_cams to eval_orandnet end
+to end."""
 import argparse
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import run_sample
-from conftest import TINY, write_pickled_cam
+from conftest import TINY, step_range, write_pickled_cam
 from misc.cam_io import cam_path, load_cam, save_cam
 from misc.errors import PipelineError
 from misc.orand import naive_ensemble, prob_and, prob_or
@@ -114,7 +115,8 @@ FAST = [*TINY, "--orand_iters", "3"]
 @pytest.fixture(scope="module")
 def orand_run(toy_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("orand")
-    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps", "1-6,14-19"])
+    run_sample.main(["--voc12_root", toy_root, "--work_dir", str(work), *FAST, "--steps",
+                     "1-6," + step_range("import_cams", "eval_orandnet")])
     return work
 
 
