@@ -3,7 +3,8 @@
 region, labels at pixel 4i+2, the branch order of the boundary head, padding and
 logit-space flip averaging at inference, the balanced loss on a constant boundary, the
 sparse walk against a dense walk built here from the definition, a diagonal one-cell
-wall that the walk must not cross; CRF label range; steps 20-23 end to end with resume."""
+wall that the walk must not cross; CRF label range; the IRN steps (cam_to_ir_label to
+eval_sem_seg) end to end with resume."""
 import json
 from fractions import Fraction
 
