@@ -103,8 +103,8 @@ def write_report(a, rows, seconds):
     rows = sorted(rows, key=lambda r: (r["k"], -a_score(r)))
     L = ["# Ensemble study", "", f"Sources: {', '.join(a.sources)} (CAMs of {a.base}); "
          f"offsets calibrated (`:auto`). Cells: mIoU (precision / recall) at each row's best "
-         f"threshold; pseudo-masks and segmenter: their labels. Wall time: all tiers of the "
-         f"set. Total {seconds / 60:.1f} min.", "",
+         f"threshold; pseudo-masks and segmenter: their labels. s: this invocation's wall time "
+         f"for the set (a set finished earlier shows its rerun's). Total {seconds / 60:.1f} min.", "",
          "| sources | k | offsets | OR | AND | ORANDNet | pseudo-masks | segmenter | s |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -179,7 +179,7 @@ def main(argv=None):
         write_report(a, list(rows.values()), time.time() - t0)
     write_report(a, list(rows.values()), time.time() - t0)
     print(f"[ensemble_study] {(time.time() - t0) / 60:.1f} min: {len(sets)} sets, "
-          f"{len(chosen)} with ORANDNet + IRN, {len(top)} with the segmenter -> "
+          f"{len(chosen)} with ORANDNet{'' if a.no_irn else ' + IRN'}, {len(top)} with the segmenter -> "
           f"{os.path.join(a.out, 'study.md')}")
 
 
