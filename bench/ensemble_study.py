@@ -29,8 +29,10 @@ sys.path.insert(0, ROOT)
 
 import run_sample  # noqa: E402
 from misc.fileio import atomic_path  # noqa: E402
+from misc.metrics import SCORES  # noqa: E402
 from pipeline.evaluate import evaluate_outputs  # noqa: E402
 from pipeline.registry import output  # noqa: E402
+from pipeline.report import read_json  # noqa: E402
 
 TIER_A = ["make_orand"]
 TIER_B = ["train_orandnet", "make_orandnet_cam"]
@@ -64,24 +66,16 @@ def run_steps(a, names, steps):
     return time.time() - t0
 
 
-def record(w, name):
-    path = os.path.join(w, "result", "eval", f"{name}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        r = json.load(f)
-    best = r.get("best") or r.get("scores") or r
-    return {k: best.get(k) for k in ("miou", "mprecision", "mrecall", "threshold") if k in best}
-
-
 def summarise(a, names, seconds):
+    """One row of the study: the best-threshold scores of each stage the set has made."""
     w = set_dir(a, names)
-    row = {"sources": list(names), "k": len(names), "seconds": round(seconds, 1)}
-    for key, name in (("or", "or_cam"), ("and", "and_cam"), ("orandnet", "orandnet_cam"),
-                      ("pseudo_mask", "sem_seg"), ("segmenter", "seg")):
-        row[key] = record(w, name)
-    with open(os.path.join(w, "result", "eval", "or_cam.json")) as f:
-        row["offsets"] = json.load(f).get("protocol", {}).get("offsets")
+    recs = {key: read_json(os.path.join(w, "result", "eval", f"{name}.json"))
+            for key, name in (("or", "or_cam"), ("and", "and_cam"), ("orandnet", "orandnet_cam"),
+                              ("pseudo_mask", "sem_seg"), ("segmenter", "seg"))}
+    row = {"sources": list(names), "k": len(names), "seconds": round(seconds, 1),
+           **{key: r and {k: r["best"][k] for k in SCORES if k in r["best"]}
+              for key, r in recs.items()}}
+    row["offsets"] = recs["or"]["protocol"].get("offsets")
     return row
 
 
