@@ -222,6 +222,9 @@ def build_parser():
                         "under result/, or paths); without :offset, the source's default")
     g.add_argument("--orand_clip", action=b, default=None,
                    help="clip each source + offset to [0, 1] before OR/AND (the reference does not)")
+    g.add_argument("--orand_calibration", choices=["offset", "power"], default=None,
+                   help="how an auto source meets the highest best threshold T of the set: "
+                        "offset adds T - t; power raises it to log T / log t (0 stays 0)")
     g.add_argument("--orand_net", choices=["fcn8s_vgg16", "small_fcn"], default=None)
     g.add_argument("--orand_fcn", choices=["reference", "at_once"], default=None,
                    help="FCN-8s variant: reference (ORANDNet's EncDec) | at_once (FCN's recipe)")

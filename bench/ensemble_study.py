@@ -76,7 +76,16 @@ def summarise(a, names, seconds):
            **{key: r and {k: r["best"][k] for k in SCORES if k in r["best"]}
               for key, r in recs.items()}}
     row["offsets"] = recs["or"]["protocol"].get("offsets")
+    row["powers"] = recs["or"]["protocol"].get("powers")
     return row
+
+
+def calibration(r):
+    """'+0.15' per additive source, '^0.70' per powered one."""
+    if not isinstance(r["offsets"], list):
+        return "?"
+    return ", ".join(f"^{p:.2f}" if p not in (None, 1) else f"{o:+.2f}"
+                     for o, p in zip(r["offsets"], r["powers"] or [None] * len(r["offsets"])))
 
 
 def a_score(row):
@@ -96,14 +105,13 @@ def write_report(a, rows, seconds):
         json.dump({"sources": a.sources, "rows": rows, "seconds": round(seconds, 1)}, f, indent=1)
     rows = sorted(rows, key=lambda r: (r["k"], -a_score(r)))
     L = ["# Ensemble study", "", f"Sources: {', '.join(a.sources)} (CAMs of {a.base}); "
-         f"offsets calibrated (`:auto`). Cells: mIoU (precision / recall) at each row's best "
+         f"calibrated (`:auto`; offset +x or power ^x). Cells: mIoU (precision / recall) at each row's best "
          f"threshold; pseudo-masks and segmenter: their labels. s: this invocation's wall time "
          f"for the set (a set finished earlier shows its rerun's). Total {seconds / 60:.1f} min.", "",
-         "| sources | k | offsets | OR | AND | ORANDNet | pseudo-masks | segmenter | s |",
+         "| sources | k | calibration | OR | AND | ORANDNet | pseudo-masks | segmenter | s |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        off = ", ".join(f"{o:+.2f}" for o in r["offsets"]) if isinstance(r["offsets"], list) else "?"
-        L.append(f"| {' + '.join(r['sources'])} | {r['k']} | {off} | {cell(r['or'])} | "
+        L.append(f"| {' + '.join(r['sources'])} | {r['k']} | {calibration(r)} | {cell(r['or'])} | "
                  f"{cell(r['and'])} | {cell(r['orandnet'])} | {cell(r['pseudo_mask'])} | "
                  f"{pct(r['segmenter'])} | {r['seconds']:.0f} |")
     with atomic_path(os.path.join(a.out, "study.md")) as tmp, open(tmp, "w") as f:
@@ -146,6 +154,7 @@ def main(argv=None):
     p.add_argument("--seg_top", type=int, default=3, help="tier C: sets given the segmenter")
     p.add_argument("--no_irn", action="store_true",
                    help="tier B without IRN's pseudo-masks (and so no tier C)")
+    p.add_argument("--tiers", default="ABC", help="the tiers to run, e.g. A (OR/AND only)")
     p.add_argument("flags", nargs="*", help="run_sample flags after --")
     a = p.parse_args(argv)
     a.sources = a.sources.split(",")
@@ -161,11 +170,12 @@ def main(argv=None):
     sizes = [int(k) for k in a.b_sizes.split(",")] if a.b_sizes else range(3, len(a.sources) + 1)
     for k in sizes:
         chosen += sorted((n for n in sets if len(n) == k), key=lambda n: -a_score(rows[n]))[:a.best_k]
+    chosen = chosen if "B" in a.tiers else []
     for names in chosen:  # tier B
         spent[names] += run_steps(a, names, TIER_B + ([] if a.no_irn else TIER_B_IRN))
         rows[names] = summarise(a, names, spent[names])
         write_report(a, list(rows.values()), time.time() - t0)
-    top = [] if a.no_irn else \
+    top = [] if a.no_irn or "C" not in a.tiers else \
         sorted(chosen, key=lambda n: -rows[n]["pseudo_mask"]["miou"])[:a.seg_top]
     for names in top:  # tier C
         spent[names] += run_steps(a, names, TIER_C)

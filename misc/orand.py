@@ -15,6 +15,13 @@ def prob_and(maps):
     return np.prod(maps, axis=0)
 
 
+def calibrate(m, offset=0.0, power=1.0):
+    """A source's map brought to the common level: m ** power + offset (power 1: the
+    reference's additive offset; an offset 0 and power log T / log t: the map's value t
+    becomes T while 0 and 1 stay, so background stays 0 however many sources are ORed)."""
+    return m + offset if power == 1 else np.maximum(m, 0) ** power + offset
+
+
 def naive_ensemble(maps):
     """Mean of the (offset, unclipped) sources, ReLU, each class divided by its max."""
     return normalize_max(np.maximum(np.mean(maps, axis=0), 0))

@@ -7,14 +7,15 @@ import torch
 from misc.cam_io import cam_path, load_cam
 from misc.crf import confident_labels
 from misc.errors import PipelineError
+from misc.orand import calibrate
 
 
 def load_sources(sources, img_id, keys, n_classes, clip=True):
-    """Each source's maps of one image plus its offset, clipped to [0, 1] unless clip is
-    False: [(cam, high_res)]. sources: [(folder, offset)]. Keys must match the image's
-    labels, sizes each other."""
+    """Each source's maps of one image calibrated (misc.orand.calibrate), clipped to [0, 1]
+    unless clip is False: [(cam, high_res)]. sources: [(folder, offset, power)]. Keys must
+    match the image's labels, sizes each other."""
     maps, first = [], None
-    for folder, offset in sources:
+    for folder, offset, power in sources:
         path = cam_path(folder, img_id)
         c = load_cam(path, keys, n_classes)
         if first is None:
@@ -27,7 +28,7 @@ def load_sources(sources, img_id, keys, n_classes, clip=True):
                 f"{first[1]['keys'].tolist()}, size {c['high_res'].shape[1:]} vs "
                 f"{first[1]['high_res'].shape[1:]}); remake one of them on the same images")
         lo, hi = (0, 1) if clip else (None, None)
-        maps.append(tuple(np.clip(c[k] + offset, lo, hi) for k in ("cam", "high_res")))
+        maps.append(tuple(np.clip(calibrate(c[k], offset, power), lo, hi) for k in ("cam", "high_res")))
     return first[1]["keys"], maps
 
 

@@ -6,6 +6,7 @@ order with the outputs it reads, writes and evaluates. --list_steps, the prerequ
 checks, the evaluations, summary and draw all read these two tables: a new CAM method
 is one Output entry plus its steps."""
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,10 +54,11 @@ class Output:
 
 def _ensemble(args):
     try:  # the offsets as make_orand resolved them (a calibration reads eval records)
-        offsets = [off for _, off in source_offsets(args.orand_sources, args)]
+        cal = source_offsets(args.orand_sources, args)
     except PipelineError:
-        offsets = "not calibrated yet"
-    return {"from": args.orand_sources, "offsets": offsets}
+        return {"from": args.orand_sources, "offsets": "not calibrated yet"}
+    return {"from": args.orand_sources, "offsets": [off for _, off, _ in cal],
+            "powers": [pw for _, _, pw in cal]}
 
 
 OUTPUTS = (
@@ -239,15 +241,17 @@ def source_record(o, args):
 
 
 def source_offsets(spec, args):
-    """--orand_sources with every "auto" offset calibrated -> [(folder, offset)]. A
-    calibrated offset brings the source's best background threshold t (the sweep's best
-    of its evaluation record) to the highest t among the sources: offset = max t - t, so
-    the source that needs the highest threshold keeps its maps and a source whose maps
-    peak lower is raised (the reference's +0.15 for its ViT: t 0.10 against ResNet's
-    0.25). Every source of the set is read, explicit offsets or not."""
+    """--orand_sources with every "auto" source calibrated -> [(folder, offset, power)]
+    (misc.orand.calibrate: m ** power + offset). Calibration brings the source's best
+    background threshold t (the sweep's best of its evaluation record) to the highest t
+    among the sources, T, so the source that needs the highest threshold keeps its maps and
+    one whose maps peak lower is raised: --orand_calibration offset adds T - t (the
+    reference's +0.15 for its ViT: t 0.10 against ResNet's 0.25); power raises the map to
+    log T / log t (0 and 1 stay, so ORing many sources does not lift the background).
+    Every source of the set is read; explicit offsets stay additive."""
     pairs = parse_sources(spec, args)
     if all(off != AUTO for _, off in pairs):
-        return [(o.path(args), off) for o, off in pairs]
+        return [(o.path(args), off, 1.0) for o, off in pairs]
     best = {}
     for o, _ in pairs:
         path = source_record(o, args)
@@ -261,8 +265,16 @@ def source_offsets(spec, args):
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PipelineError(f"{path}: damaged ({e}); rerun the evaluation of "
                                 f"'{o.name}'") from e
-    top = max(best.values())
-    return [(o.path(args), round(top - best[o.path(args)], 6) if off == AUTO else off)
+    top, power = max(best.values()), getattr(args, "orand_calibration", "offset") == "power"
+
+    def calibrated(t):
+        if not power:
+            return round(top - t, 6), 1.0
+        if not 0 < t < 1 or not 0 < top < 1:
+            raise PipelineError(f"--orand_calibration power: best thresholds {sorted(best.values())} "
+                                f"must lie strictly between 0 and 1; use offset calibration")
+        return 0.0, round(math.log(top) / math.log(t), 6)
+    return [(o.path(args), *(calibrated(best[o.path(args)]) if off == AUTO else (off, 1.0)))
             for o, off in pairs]
 
 

@@ -1,7 +1,7 @@
 """Step make_orand: per labelled class, the probabilistic OR = 1 - prod(1 - c_i) and
 AND = prod(c_i) of the full-size maps of the N >= 2 CAM sources of --orand_sources, each
-plus its offset (a number, or "auto": calibrated from the sources' evaluation records,
-pipeline/registry.source_offsets; not clipped, as the reference: OR reaches 1 + offset; --orand_clip
+plus its offset (a number, or "auto": calibrated from the sources' evaluation records by
+--orand_calibration, pipeline/registry.source_offsets; not clipped, as the reference: OR reaches 1 + offset; --orand_clip
 clips each source to [0, 1] first); the stride-4 maps are the full-size ones resized
 -> result/or_cam/<id>.npz and result/and_cam/<id>.npz."""
 import os
@@ -15,8 +15,9 @@ from pipeline.registry import source_offsets
 
 def run(args):
     sources = source_offsets(args.orand_sources, args)
-    print("[make_orand] offsets: " + ", ".join(f"{os.path.basename(f)} {off:+.3f}"
-                                                for f, off in sources))
+    print("[make_orand] calibration: " + ", ".join(
+        f"{os.path.basename(f)} {off:+.3f}" + (f" ^{pw:.3f}" if pw != 1 else "")
+        for f, off, pw in sources))
 
     def or_and(item):
         highs = [high for _, high in item["maps"]]

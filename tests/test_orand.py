@@ -14,7 +14,7 @@ import run_sample
 from conftest import TINY, write_pickled_cam
 from misc.cam_io import cam_path, load_cam, save_cam
 from misc.errors import PipelineError
-from misc.orand import naive_ensemble, prob_and, prob_or
+from misc.orand import calibrate, naive_ensemble, prob_and, prob_or
 from net.orandnet import FCN8s, SmallFCN, orand_loss, orandnet_cams
 from pipeline.camdata import load_sources
 from pipeline.registry import parse_sources, source_offsets
@@ -51,11 +51,20 @@ def test_calibrated_offsets_bring_best_thresholds_to_the_highest(tmp_path):
         rec.write_text(json.dumps({"best": {"threshold": best}}))
     r = tmp_path / "result"
     got = source_offsets(f"{r / 'a'},{r / 'b'},{r / 'c'}", args)  # folders: auto by default
-    assert [os.path.basename(f) for f, _ in got] == ["a", "b", "c"]
-    np.testing.assert_allclose([off for _, off in got], [0.0, 0.25, 0.15])
+    assert [os.path.basename(f) for f, _, _ in got] == ["a", "b", "c"]
+    np.testing.assert_allclose([(off, pw) for _, off, pw in got], [(0, 1), (0.25, 1), (0.15, 1)])
     got = source_offsets(f"{r / 'a'}:0.05,{r / 'b'}:auto", args)  # explicit ones stay
-    np.testing.assert_allclose([off for _, off in got], [0.05, 0.25])  # level: a's 0.35
-    assert [off for _, off in source_offsets(f"{r / 'a'}:0,{r / 'b'}:0.15", args)] == [0, 0.15]
+    np.testing.assert_allclose([off for _, off, _ in got], [0.05, 0.25])  # level: a's 0.35
+    assert [off for _, off, _ in source_offsets(f"{r / 'a'}:0,{r / 'b'}:0.15", args)] == [0, 0.15]
+    # power calibration: each source's best threshold t maps to T = 0.35 exactly, 0 and 1 stay
+    args.orand_calibration = "power"
+    got = source_offsets(f"{r / 'a'},{r / 'b'},{r / 'c'}:0.1", args)
+    assert [off for _, off, _ in got] == [0.0, 0.0, 0.1]  # an explicit offset stays additive
+    (_, _, pa), (_, _, pb), (_, _, pc) = got
+    assert pa == 1.0 and pc == 1.0
+    np.testing.assert_allclose(calibrate(np.array([0.0, 0.10, 1.0]), 0.0, pb), [0, 0.35, 1],
+                               atol=1e-6)
+    args.orand_calibration = "offset"
     (r / "eval" / "c.json").unlink()
     with pytest.raises(PipelineError, match=r"eval/c.json: missing.*c:<number>"):
         source_offsets(f"{r / 'a'},{r / 'c'}", args)
@@ -75,6 +84,7 @@ def test_offset_clip_and_naive(tmp_path):
     src = [(o.path(args), off) for o, off in
            parse_sources(f"{tmp_path / 'a'}:0,{tmp_path / 'b'}:0.15", args)]
     assert src == [(str(tmp_path / "a"), 0.0), (str(tmp_path / "b"), 0.15)]
+    src = [(f, off, 1.0) for f, off in src]
     keys, maps = load_sources(src, "x", [3], 20)
     assert keys.tolist() == [3]
     np.testing.assert_allclose(maps[1][1], 1.0)  # 0.95 + 0.15 clipped
@@ -82,6 +92,12 @@ def test_offset_clip_and_naive(tmp_path):
     _, raw = load_sources(src, "x", [3], 20, clip=False)
     np.testing.assert_allclose(raw[1][1], 1.1, rtol=1e-3)
     np.testing.assert_allclose(naive_ensemble([m[1] for m in raw]), 1.0, atol=1e-4)
+    _, powered = load_sources([(src[0][0], 0.0, 2.0), (src[1][0], 0.0, 1.0)], "x", [3], 20)
+    np.testing.assert_allclose(powered[0][1], 0.25)  # 0.5 ** 2
+    # why power: six background pixels at 0 stay 0 under OR; +0.15 offsets lift them to 0.62
+    bg = [np.zeros(4)] * 6
+    assert prob_or([calibrate(m, 0.0, 0.7) for m in bg]).max() == 0
+    np.testing.assert_allclose(prob_or([calibrate(m, 0.15) for m in bg]), 1 - 0.85 ** 6)
     with pytest.raises(PipelineError, match="at least two"):
         parse_sources("cam", args)
     with pytest.raises(PipelineError, match="neither a number nor 'auto'"):
@@ -94,12 +110,12 @@ def test_offset_clip_and_naive(tmp_path):
 def test_sources_that_disagree_name_both_files(tmp_path):
     write(tmp_path / "a", "x", [3, 5], np.zeros((2, 8, 8)))
     write(tmp_path / "b", "x", [3, 5], np.zeros((2, 8, 12)))
-    src = [(str(tmp_path / "a"), 0), (str(tmp_path / "b"), 0)]
+    src = [(str(tmp_path / "a"), 0, 1), (str(tmp_path / "b"), 0, 1)]
     with pytest.raises(PipelineError, match=r"b/x.npz and .*a/x.npz disagree.*size"):
         load_sources(src, "x", [3, 5], 20)
     write(tmp_path / "c", "x", [3], np.zeros((1, 8, 8)))
     with pytest.raises(PipelineError, match=r"c/x.npz: keys \[3\] differ"):
-        load_sources([(str(tmp_path / "a"), 0), (str(tmp_path / "c"), 0)], "x", [3, 5], 20)
+        load_sources([(str(tmp_path / "a"), 0, 1), (str(tmp_path / "c"), 0, 1)], "x", [3, 5], 20)
 
 
 @pytest.mark.parametrize("net", [SmallFCN, lambda: FCN8s("none")])
