@@ -281,6 +281,9 @@ def build_parser():
     g.add_argument("--seg_train_list", default=None, help="default: --infer_list")
     g.add_argument("--seg_scale_schedule", default=None,
                    help="curriculum scale:share,...; 1.0:1 turns it off")
+    g.add_argument("--seg_scale_crop", action=b, default=None,
+                   help="the crop shrinks with the curriculum scale (no padding around the "
+                        "downsampled pairs; faster)")
     g.add_argument("--seg_optimizer", choices=["sgd", "adam"], default=None)
     g.add_argument("--seg_crop_size", type=int, default=None)
     add_training_flags(g, "seg")

@@ -99,6 +99,7 @@ PAPER = dict(
     # DeepLab-v1 LargeFOV segmenter; the reference ships none: DeepLab-v1's own settings
     seg_backbone="resnet101", seg_pretrained="imagenet", seg_label_source="pseudo",
     seg_label_dir="sem_seg", seg_scale_schedule="0.5:0.3,0.75:0.3,1.0:0.4",
+    seg_scale_crop=False,
     seg_optimizer="sgd", seg_crop_size=321, seg_batch_size=10, seg_epochs=20, seg_lr=1e-3,
     seg_momentum=0.9, seg_weight_decay=5e-4, seg_scale_range=(0.5, 1.5), seg_fov=12,
     seg_width=1024, seg_dropout=0.5, seg_infer_scales=(1.0, 0.75, 1.25), seg_crf=True,
@@ -145,6 +146,9 @@ TOY = dict(
     seg_batch_size=8, seg_epochs=40, seg_lr=1e-4, seg_weight_decay=0.0,
     seg_scale_range=(0.7, 1.3), seg_fov=4, seg_width=256, seg_dropout=0.0,
     seg_infer_scales=(1.0,),
+    # the curriculum's downsampled pairs in a crop of their own size, not padded to 96 px:
+    # 0.64x the pixels; val mIoU 33.2 vs 35.6 on the same pseudo-masks (the demo's budget)
+    seg_scale_crop=True,
     # AMN on the CAM classifier's trunk (no ImageNet ResNet offline)
     amn_pretrained="cam", amn_crop_size=128, amn_epochs=12, amn_lr=1e-4, amn_head_lr=1e-3,
     amn_infer_dropout=False,

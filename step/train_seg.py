@@ -1,6 +1,7 @@
 """Step train_seg: DeepLab-v1 LargeFOV on the pseudo-masks of --seg_label_dir (or the
 ground truth with --seg_label_source gt), 255 ignored, with the scale-scheduled
-curriculum of --seg_scale_schedule -> sess/<seg_tag>.pth."""
+curriculum of --seg_scale_schedule (with --seg_scale_crop, the crop shrinks with the scale)
+-> sess/<seg_tag>.pth."""
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +29,7 @@ def run(args):
     iters = args.seg_iters or iters_for(len(ids), args.seg_epochs, args.seg_batch_size,
                                         dist_env()[1])
     data = LabelTrainDataset(ds, ids, label_dir, args.seg_crop_size, args.seg_scale_range,
-                             args.seed, schedule, iters)
+                             args.seed, schedule, iters, scale_crop=args.seg_scale_crop)
     cam_init = args.seg_pretrained == "cam"
     n_labels = ds.n_classes + 1
     model = DeepLabLargeFOV(n_labels, args.seg_backbone, "none" if cam_init else args.seg_pretrained,

@@ -49,6 +49,12 @@ def test_curriculum_downsamples_image_and_label_before_cropping(toy_root):
     early, late = data[(0, 0, 0)]["label"], data[(0, 0, 9)]["label"]
     # a 64-px image at scale 0.5 fills a quarter of the 64 x 64 crop; the rest is padding
     assert (early == 255).float().mean() > 0.7 > (late == 255).float().mean()
+    # --seg_scale_crop: the same downsampled pixels in a crop of their own size, no padding
+    data.scale_crop = True
+    small = data[(0, 0, 0)]["label"]
+    assert small.shape == (32, 32) and data[(0, 0, 9)]["label"].shape == (64, 64)
+    assert torch.equal(torch.bincount(small[small != 255].flatten(), minlength=256),
+                       torch.bincount(early[early != 255].flatten(), minlength=256))
 
 
 @pytest.mark.parametrize("backbone", ["resnet101", "vgg16", "resnet18"])

@@ -256,15 +256,17 @@ class LabelTrainDataset(torch.utils.data.Dataset):
     majority vote, so blobs smaller than a cell vanish); then random rescale in
     scale_range (resample "cv2": OpenCV bilinear / nearest; "pil": PIL bicubic / nearest,
     IRN's and AMN's), flip, crop (label padded with 255). With `classes`, the image's
-    multi-hot class vector comes along ("classes"). Indexed by (epoch, index, iteration):
-    augmentation depends only on (seed, epoch, index)."""
+    multi-hot class vector comes along ("classes"). With `scale_crop`, the crop shrinks with
+    the curriculum scale (round(crop_size x scale)), so it covers the same share of the
+    image at every scale instead of padding the downsampled pairs. Indexed by (epoch, index,
+    iteration): augmentation depends only on (seed, epoch, index)."""
 
     def __init__(self, voc, ids, label_dir, crop_size, scale_range=(1.0, 1.0), seed=0,
-                 schedule=None, max_iters=1, resample="cv2", classes=False):
+                 schedule=None, max_iters=1, resample="cv2", classes=False, scale_crop=False):
         self.voc, self.ids, self.label_dir, self.seed = voc, list(ids), label_dir, seed
         self.crop_size, self.scale_range = crop_size, scale_range
         self.schedule, self.max_iters = schedule, max_iters
-        self.resample = resample
+        self.resample, self.scale_crop = resample, scale_crop
         self.classes = voc.labels(self.ids) if classes else None
 
     def __len__(self):
@@ -294,7 +296,8 @@ class LabelTrainDataset(torch.utils.data.Dataset):
                 img, label = imutils.resize(img, h, w), imutils.resize_label(label, h, w)
         if rng.random() < 0.5:
             img, label = img[:, ::-1], label[:, ::-1]
-        img, label = imutils.random_crop(imutils.normalize(img), self.crop_size, rng, label=label)
+        crop = max(1, round(self.crop_size * c)) if self.scale_crop else self.crop_size
+        img, label = imutils.random_crop(imutils.normalize(img), crop, rng, label=label)
         out = {"img": torch.from_numpy(imutils.hwc_to_chw(img)),
                "label": torch.from_numpy(np.ascontiguousarray(label)).long()}
         if self.classes is not None:
