@@ -189,8 +189,12 @@ def fit(model, optimizer, scheduler, dataset, loss_fn, cfg):
     _write_curve(curve_path, curve)
     save_weights(os.path.join(cfg.sess_dir, f"{cfg.name}.pth"), model, cfg.meta)
     dt = time.time() - t0
+    # first / final loss of the whole run from its curve, so a resumed (or already
+    # finished) run reports the run's losses, not NaN
+    run = curve["loss"]
     return {"iters": cfg.max_iters - start, "images_per_s": seen / max(dt, 1e-9), "losses": losses,
-            "final_loss": float(np.mean(losses[-20:])) if losses else math.nan, "seconds": dt}
+            "first_loss": run[0] if run else math.nan,
+            "final_loss": float(np.mean(run[-20:])) if run else math.nan, "seconds": dt}
 
 
 def _global_mean(x, world):

@@ -25,4 +25,4 @@ def run(args):
     data = OrAndPairs(ds, ids, or_out.path(args), and_out.path(args))
     s = fit(model, opt, poly_lr(opt, args.orand_iters), data, loss, cfg)
     return (f"{len(ids)} images, {s['iters']} iterations, {args.orand_loss} loss "
-            f"{s['losses'][0] if s['losses'] else float('nan'):.4f} -> {s['final_loss']:.4f}")
+            f"{s['first_loss']:.4f} -> {s['final_loss']:.4f}")

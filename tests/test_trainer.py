@@ -64,7 +64,13 @@ def test_fit_learns_saves_and_guards_against_nan(tmp_path):
     s = fit(model, opt, poly_lr(opt, 60), Points(), loss, cfg)
     assert s["losses"][-1] < 0.1 * s["losses"][0]
     assert os.path.exists(tmp_path / "lin.pth") and os.path.exists(tmp_path / "lin.ckpt")
-    cfg.name = "nan"
+    assert s["first_loss"] == s["losses"][0] and s["final_loss"] == np.mean(s["losses"][-20:])
+    # rerun of a finished run: nothing trains, and it reports the run's losses, not NaN
+    cfg.resume = True
+    again = fit(model, opt, poly_lr(opt, 60), Points(), loss, cfg)
+    assert again["iters"] == 0 and again["losses"] == []
+    assert again["first_loss"] == s["first_loss"] and again["final_loss"] == s["final_loss"]
+    cfg.resume, cfg.name = False, "nan"
     with pytest.raises(PipelineError, match="loss became nan.*lower the learning rate"):
         fit(model, opt, poly_lr(opt, 60), Points(), lambda net, b: loss(net, b) * np.nan, cfg)
 
