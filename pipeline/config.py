@@ -147,8 +147,8 @@ TOY = dict(
     seg_scale_range=(0.7, 1.3), seg_fov=4, seg_width=256, seg_dropout=0.0,
     seg_infer_scales=(1.0,),
     # the curriculum's downsampled pairs in a crop of their own size, not padded to 96 px:
-    # 0.64x the pixels; val mIoU 33.2 vs 35.6 on the same pseudo-masks (one thread); and 32
-    # epochs, not 40 (31.0 vs 31.6 with it, 2 threads): the demo's 15-minute budget
+    # 0.64x the pixels, and 32 epochs, not 40: the demo's 15-minute budget (val mIoU on the
+    # same pseudo-masks 35.6 -> 31.6 with the crop -> 31.0 with 32 epochs; docs/FIDELITY.md)
     seg_scale_crop=True,
     # AMN on the CAM classifier's trunk (no ImageNet ResNet offline)
     amn_pretrained="cam", amn_crop_size=128, amn_epochs=12, amn_lr=1e-4, amn_head_lr=1e-3,
