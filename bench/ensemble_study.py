@@ -2,9 +2,10 @@
 
 Given a run whose result/ holds the CAMs and evaluation records of several sources (on
 the toy: steps 1-13 plus VWE's and ICAM's), every subset of two or more sources gets its
-own work dir under --out, whose --orand_sources are the base folders by path, each with
-a calibrated offset (`:auto`, pipeline/registry.source_offsets), so every set follows one
-rule. Three tiers, each resumable (the steps skip finished work):
+own work dir under --out, whose --orand_sources are the base folders by path, each
+calibrated (`:auto`, pipeline/registry.source_calibrations; the law by
+--orand_calibration among the flags), so every set follows one rule. Three tiers, each
+resumable (the steps skip finished work):
   A  every subset: OR and AND, evaluated (seconds per set);
   B  every pair (or, with --pairs N, the first two sources' pair and the N best others),
      and per size k >= 3 the --best_k subsets whose A score (mean of OR's and AND's best
@@ -105,9 +106,10 @@ def write_report(a, rows, seconds):
         json.dump({"sources": a.sources, "rows": rows, "seconds": round(seconds, 1)}, f, indent=1)
     rows = sorted(rows, key=lambda r: (r["k"], -a_score(r)))
     L = ["# Ensemble study", "", f"Sources: {', '.join(a.sources)} (CAMs of {a.base}); "
-         f"calibrated (`:auto`; offset +x or power ^x). Cells: mIoU (precision / recall) at each row's best "
-         f"threshold; pseudo-masks and segmenter: their labels. s: this invocation's wall time "
-         f"for the set (a set finished earlier shows its rerun's). Total {seconds / 60:.1f} min.", "",
+         f"calibrated (`:auto`; offset +x or power ^x). Cells: mIoU (precision / recall) at "
+         f"each row's best threshold; pseudo-masks and segmenter: their labels. s: this "
+         f"invocation's wall time for the set (a set finished earlier shows its rerun's). "
+         f"Total {seconds / 60:.1f} min.", "",
          "| sources | k | calibration | OR | AND | ORANDNet | pseudo-masks | segmenter | s |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -28,7 +28,8 @@ def load_sources(sources, img_id, keys, n_classes, clip=True):
                 f"{first[1]['keys'].tolist()}, size {c['high_res'].shape[1:]} vs "
                 f"{first[1]['high_res'].shape[1:]}); remake one of them on the same images")
         lo, hi = (0, 1) if clip else (None, None)
-        maps.append(tuple(np.clip(calibrate(c[k], offset, power), lo, hi) for k in ("cam", "high_res")))
+        maps.append(tuple(np.clip(calibrate(c[k], offset, power), lo, hi)
+                          for k in ("cam", "high_res")))
     return first[1]["keys"], maps
 
 

@@ -1,7 +1,7 @@
 """The pipeline declared once. OUTPUTS: everything a step writes (a CAM folder, a label
 folder or weights), with what the reports need (title, evaluation threshold, how it was
 made); the CAM sources are the CAM outputs with an OR/AND offset (a number, or "auto":
-calibrated from the evaluation records, see source_offsets). STEPS: every step in
+calibrated from the evaluation records, see source_calibrations). STEPS: every step in
 order with the outputs it reads, writes and evaluates. --list_steps, the prerequisite
 checks, the evaluations, summary and draw all read these two tables: a new CAM method
 is one Output entry plus its steps."""
@@ -15,7 +15,7 @@ from misc.errors import PipelineError
 from misc.fileio import require_files, result_folder
 
 SOURCE_FILE = "source.json"  # what makes a folder of imported CAMs a registered source
-AUTO = "auto"  # an offset calibrated from the evaluation records (source_offsets)
+AUTO = "auto"  # an offset calibrated from the evaluation records (source_calibrations)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Output:
 
 def _ensemble(args):
     try:  # the offsets as make_orand resolved them (a calibration reads eval records)
-        cal = source_offsets(args.orand_sources, args)
+        cal = source_calibrations(args.orand_sources, args)
     except PipelineError:
         return {"from": args.orand_sources, "offsets": "not calibrated yet"}
     return {"from": args.orand_sources, "offsets": [off for _, off, _ in cal],
@@ -240,7 +240,7 @@ def source_record(o, args):
     return record_path(o, args)
 
 
-def source_offsets(spec, args):
+def source_calibrations(spec, args):
     """--orand_sources with every "auto" source calibrated -> [(folder, offset, power)]
     (misc.orand.calibrate: m ** power + offset). Calibration brings the source's best
     background threshold t (the sweep's best of its evaluation record) to the highest t
@@ -271,8 +271,9 @@ def source_offsets(spec, args):
         if not power:
             return round(top - t, 6), 1.0
         if not 0 < t < 1 or not 0 < top < 1:
-            raise PipelineError(f"--orand_calibration power: best thresholds {sorted(best.values())} "
-                                f"must lie strictly between 0 and 1; use offset calibration")
+            raise PipelineError(f"--orand_calibration power: best thresholds "
+                                f"{sorted(best.values())} must lie strictly between 0 and 1; "
+                                f"use offset calibration")
         return 0.0, round(math.log(top) / math.log(t), 6)
     return [(o.path(args), *(calibrated(best[o.path(args)]) if off == AUTO else (off, 1.0)))
             for o, off in pairs]

@@ -6,11 +6,11 @@ from misc.cam_io import downsample_cam
 from misc.orand import naive_ensemble
 from pipeline.camdata import SourcesDataset
 from pipeline.images import process_images
-from pipeline.registry import source_offsets
+from pipeline.registry import source_calibrations
 
 
 def run(args):
-    sources = source_offsets(args.orand_sources, args)
+    sources = source_calibrations(args.orand_sources, args)
 
     def naive(item):
         return downsample_cam(naive_ensemble([high for _, high in item["maps"]]))

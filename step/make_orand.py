@@ -1,8 +1,9 @@
 """Step make_orand: per labelled class, the probabilistic OR = 1 - prod(1 - c_i) and
 AND = prod(c_i) of the full-size maps of the N >= 2 CAM sources of --orand_sources, each
 plus its offset (a number, or "auto": calibrated from the sources' evaluation records by
---orand_calibration, pipeline/registry.source_offsets; not clipped, as the reference: OR reaches 1 + offset; --orand_clip
-clips each source to [0, 1] first); the stride-4 maps are the full-size ones resized
+--orand_calibration, pipeline/registry.source_calibrations); not clipped, as the
+reference: OR reaches 1 + offset (--orand_clip clips each source to [0, 1] first); the
+stride-4 maps are the full-size ones resized
 -> result/or_cam/<id>.npz and result/and_cam/<id>.npz."""
 import os
 
@@ -10,11 +11,11 @@ from misc.cam_io import downsample_cam
 from misc.orand import prob_and, prob_or
 from pipeline.camdata import SourcesDataset
 from pipeline.images import process_images
-from pipeline.registry import source_offsets
+from pipeline.registry import source_calibrations
 
 
 def run(args):
-    sources = source_offsets(args.orand_sources, args)
+    sources = source_calibrations(args.orand_sources, args)
     print("[make_orand] calibration: " + ", ".join(
         f"{os.path.basename(f)} {off:+.3f}" + (f" ^{pw:.3f}" if pw != 1 else "")
         for f, off, pw in sources))

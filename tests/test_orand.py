@@ -17,7 +17,7 @@ from misc.errors import PipelineError
 from misc.orand import calibrate, naive_ensemble, prob_and, prob_or
 from net.orandnet import FCN8s, SmallFCN, orand_loss, orandnet_cams
 from pipeline.camdata import load_sources
-from pipeline.registry import parse_sources, source_offsets
+from pipeline.registry import parse_sources, source_calibrations
 
 
 def test_or_and_hand_values_two_and_three_sources():
@@ -50,15 +50,15 @@ def test_calibrated_offsets_bring_best_thresholds_to_the_highest(tmp_path):
         rec.parent.mkdir(parents=True, exist_ok=True)
         rec.write_text(json.dumps({"best": {"threshold": best}}))
     r = tmp_path / "result"
-    got = source_offsets(f"{r / 'a'},{r / 'b'},{r / 'c'}", args)  # folders: auto by default
+    got = source_calibrations(f"{r / 'a'},{r / 'b'},{r / 'c'}", args)  # folders: auto by default
     assert [os.path.basename(f) for f, _, _ in got] == ["a", "b", "c"]
     np.testing.assert_allclose([(off, pw) for _, off, pw in got], [(0, 1), (0.25, 1), (0.15, 1)])
-    got = source_offsets(f"{r / 'a'}:0.05,{r / 'b'}:auto", args)  # explicit ones stay
+    got = source_calibrations(f"{r / 'a'}:0.05,{r / 'b'}:auto", args)  # explicit ones stay
     np.testing.assert_allclose([off for _, off, _ in got], [0.05, 0.25])  # level: a's 0.35
-    assert [off for _, off, _ in source_offsets(f"{r / 'a'}:0,{r / 'b'}:0.15", args)] == [0, 0.15]
+    assert [off for _, off, _ in source_calibrations(f"{r / 'a'}:0,{r / 'b'}:0.15", args)] == [0, 0.15]
     # power calibration: each source's best threshold t maps to T = 0.35 exactly, 0 and 1 stay
     args.orand_calibration = "power"
-    got = source_offsets(f"{r / 'a'},{r / 'b'},{r / 'c'}:0.1", args)
+    got = source_calibrations(f"{r / 'a'},{r / 'b'},{r / 'c'}:0.1", args)
     assert [off for _, off, _ in got] == [0.0, 0.0, 0.1]  # an explicit offset stays additive
     (_, _, pa), (_, _, pb), (_, _, pc) = got
     assert pa == 1.0 and pc == 1.0
@@ -67,7 +67,7 @@ def test_calibrated_offsets_bring_best_thresholds_to_the_highest(tmp_path):
     args.orand_calibration = "offset"
     (r / "eval" / "c.json").unlink()
     with pytest.raises(PipelineError, match=r"eval/c.json: missing.*c:<number>"):
-        source_offsets(f"{r / 'a'},{r / 'c'}", args)
+        source_calibrations(f"{r / 'a'},{r / 'c'}", args)
     with pytest.raises(PipelineError, match="neither a number nor 'auto'"):
         parse_sources(f"{r / 'a'},{r / 'b'}:x", args)
 
